@@ -1,0 +1,3 @@
+from hyperexport_cli.main import main
+
+main()

@@ -1,0 +1,79 @@
+"""The `hyperexport` command line: parse arguments, call one library function, print the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hyperexport_cli.errors import user_errors
+from hyperexport_cli.output import print_json, print_metrics, print_parameters
+
+app = typer.Typer(
+    name="hyperexport",
+    help="Train HyperFormer++ multi-task T5 models and ship each task as a plain graph.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RecipeArg = Annotated[
+    Optional[Path], typer.Argument(help="Recipe YAML; default: the embedded demo recipe.", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command(epilog="Example: hyperexport train  |  hyperexport train recipes/tiny.yaml --max-steps 20 --output runs/try")
+@user_errors
+def train(
+    recipe: RecipeArg = None,
+    output: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/<recipe name>.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Override the recipe's max_steps.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished run exactly where it stopped.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    stop_after: Annotated[
+        Optional[int], typer.Option(min=1, help="Stop after this step, leaving a checkpoint for --resume.")
+    ] = None,
+) -> None:
+    """Multi-task training from a recipe; writes runs/<name>/ and points runs/latest at it."""
+    from hyperexport.recipe import load_recipe
+    from hyperexport.training.loop import train as train_recipe
+
+    run_dir = train_recipe(load_recipe(recipe), output=output, max_steps=max_steps, device=device,
+                           resume=resume, overwrite=overwrite, stop_after=stop_after)
+    state = "stopped early, resume with --resume" if run_dir.name.endswith(".partial") else "finished"
+    typer.echo(f"run {state}: {run_dir}")
+
+
+@app.command(epilog="Example: hyperexport evaluate runs/demo --task rte --json")
+@user_errors
+def evaluate(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder; default runs/latest.", show_default=False)] = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="Evaluate only this task (repeatable).")] = None,
+    split: Annotated[str, typer.Option(help="validation or test.")] = "test",
+    json_output: JsonOpt = False,
+) -> None:
+    """Evaluate a trained run on its tasks (generation, the paper's metrics, majority baseline)."""
+    from hyperexport.run import evaluate_run
+
+    if split not in ("validation", "test"):
+        raise typer.BadParameter(f"unknown split '{split}': use validation or test", param_hint="--split")
+    result = evaluate_run(run, task, split)
+    print_json(result) if json_output else print_metrics(result)
+
+
+@app.command(epilog="Example: hyperexport params recipes/glue-t5-base-hyperformer++.yaml --json")
+@user_errors
+def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
+    """Parameter accounting as the paper's Table 1 counts it (offline, no weights needed)."""
+    from hyperexport.params import parameter_report
+    from hyperexport.recipe import load_recipe
+
+    report = parameter_report(load_recipe(recipe))
+    print_json(report) if json_output else print_parameters(report)
+
+
+def main() -> None:
+    app()

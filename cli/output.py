@@ -1,0 +1,35 @@
+"""Printing figures: a rich table for people, JSON (`--json`) for machines."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def print_metrics(result: dict) -> None:
+    table = Table(title=f"{result.get('split', '')} metrics")
+    for column in ("task", "metric", "model", "baseline"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for task, scores in result["tasks"].items():
+        for name, value in scores["metrics"].items():
+            baseline = scores.get("baseline", {}).get(name)
+            table.add_row(task, name, f"{value:.2f}", "" if baseline is None else f"{baseline:.2f}")
+    Console().print(table)
+    Console().print(f"average: {result['average']:.2f}")
+
+
+def print_parameters(report: dict) -> None:
+    table = Table(title=f"parameters: {report['recipe']} ({report['variant']} on {report['backbone']})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if key in ("recipe", "variant", "backbone"):
+            continue
+        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+    Console().print(table)

@@ -1,0 +1,65 @@
+"""Build a `HyperT5` from a recipe: the backbone first (pretrained or random from a config), then the
+adapter modules attached and initialised after loading (PAPER.md 8: `from_pretrained` builds on the
+meta device with init disabled, so nothing of ours may be created inside it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hyperexport.errors import UserError
+from hyperexport.model.hyper_t5 import HyperT5
+
+BYTE_TOKENIZER = "byt5"  # ByT5's byte tokenizer: needs no files
+DEMO_WORD_TOKENIZER = "demo-words"  # one token per word of the demo's synthetic vocabulary
+
+
+def load_tokenizer(name_or_path: str):
+    """A tokenizer made in code ("byt5", "demo-words"), else one from a hub id or a folder."""
+    from transformers import AutoTokenizer, ByT5Tokenizer
+
+    if name_or_path == BYTE_TOKENIZER:
+        return ByT5Tokenizer()
+    if name_or_path == DEMO_WORD_TOKENIZER:
+        from hyperexport.data.demo import demo_vocabulary
+        from hyperexport.data.word_tokenizer import word_level_tokenizer
+
+        return word_level_tokenizer(demo_vocabulary())
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load tokenizer '{name_or_path}': {str(error).splitlines()[0]}") from None
+
+
+def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None):
+    """T5ForConditionalGeneration: from `weights_dir` (a run's saved backbone), the recipe's pretrained
+    weights, or randomly initialised from the recipe's config with `seed`."""
+    from transformers import T5ForConditionalGeneration
+
+    from hyperexport.backbones import backbone_config as config_of
+
+    source = weights_dir or backbone_config.pretrained
+    if source is None:
+        torch.manual_seed(seed)
+        return T5ForConditionalGeneration(config_of(backbone_config.config))
+    try:
+        return T5ForConditionalGeneration.from_pretrained(str(source))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load backbone '{source}': {str(error).splitlines()[0]}") from None
+
+
+def check_tokenizer_fits(tokenizer, config) -> None:
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(
+            f"tokenizer has {len(tokenizer)} tokens but the backbone's vocabulary has {config.vocab_size}: "
+            "use the tokenizer the backbone was trained with"
+        )
+
+
+def build_model(recipe, task_names: Sequence[str], weights_dir: Path | None = None) -> HyperT5:
+    """Backbone + adapters for `task_names` (their order defines the task ids), seeded by the recipe."""
+    backbone = load_backbone(recipe.backbone, recipe.train.seed, weights_dir)
+    torch.manual_seed(recipe.train.seed + 1)  # adapter init does not depend on how the backbone was made
+    return HyperT5(backbone, task_names, recipe.model)

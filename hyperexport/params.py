@@ -1,0 +1,57 @@
+"""Parameter accounting the way the paper's Table 1 counts (PAPER.md 6.2), offline: the model is
+built on the meta device, so even t5-large costs no memory and no download."""
+
+from __future__ import annotations
+
+import torch
+
+from hyperexport.model.hyper_t5 import HyperT5, is_t5_layer_norm
+
+
+def _numel(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def count_parameters(model: HyperT5) -> dict:
+    """Backbone, trainable, shared and per-task counts, and the paper's two ratio columns."""
+    num_tasks = len(model.task_names)
+    backbone = _numel({id(p): p for p in model.backbone.parameters()}.values())
+    layer_norms = _numel(m.weight for m in model.backbone.modules() if is_t5_layer_norm(m))
+    per_task = _per_task_parameters(model)
+    added = _numel(model.generators.parameters())
+    if model.task_embeddings is not None:
+        added += _numel(model.task_embeddings.parameters())
+    trainable = _numel(p for p in model.parameters() if p.requires_grad)
+    return {
+        "num_tasks": num_tasks,
+        "backbone_parameters": backbone,
+        "t5_layer_norm_parameters": layer_norms,
+        "added_parameters": added,
+        "trainable_parameters": trainable,
+        "per_task_parameters": per_task,
+        "shared_trainable_parameters": trainable - per_task * num_tasks,
+        "trainable_per_task_percent": 100.0 * trainable / num_tasks / backbone,
+        "total_ratio": (backbone + added) / backbone,
+    }
+
+
+def _per_task_parameters(model: HyperT5) -> int:
+    """What one more task adds: its embedding (hypernet variants) or its own adapters (plain adapters)."""
+    if model.task_embeddings is not None:
+        return model.task_embeddings.weight.shape[1]
+    per_task = ("down_weight", "down_bias", "up_weight", "up_bias")
+    return sum(getattr(g, name)[0].numel() for g in model.generators.values() for name in per_task)
+
+
+def parameter_report(recipe) -> dict:
+    """`count_parameters` for a recipe's model, built on the meta device from its backbone config."""
+    from transformers import T5ForConditionalGeneration
+
+    from hyperexport.backbones import backbone_config
+
+    config = backbone_config(recipe.backbone.config)  # the architecture, also for pretrained backbones
+    with torch.device("meta"):
+        model = HyperT5(T5ForConditionalGeneration(config), [t.name for t in recipe.tasks], recipe.model)
+    return {"recipe": recipe.name, "backbone": recipe.backbone.config, "variant": recipe.model.variant,
+            **count_parameters(model)}
+

@@ -1,0 +1,99 @@
+"""What a run stores of a model, and the resumable training state.
+
+- trained tensors (`model.safetensors`): every trainable parameter by its module path — hypernets or
+  adapters, task embeddings and T5's layer norms; the frozen backbone is referenced, not copied
+  (a random-init backbone is saved once in `backbone/`).
+- resume state (`checkpoint/`): those tensors plus optimizer, scheduler, sampler and RNG states,
+  written atomically; read back with `torch.load(weights_only=True)` (no arbitrary unpickling).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hyperexport.artifacts import replace_folder
+from hyperexport.errors import UserError
+
+TRAINABLE_FILE = "trainable.safetensors"
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainProgress:
+    """The loop's own counters, saved with the checkpoint."""
+
+    step: int = 0
+    best_average: float = float("-inf")
+    best_step: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(trainable_state(model), str(tmp))
+    tmp.replace(path)
+
+
+def load_trainable(model, path: Path) -> None:
+    """Load trained tensors; a file from another backbone, variant or task list is refused by name."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"cannot read {path}: {error}; the file is corrupted or truncated") from None
+    expected = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    missing, unknown = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    wrong = sorted(n for n in set(expected) & set(tensors) if tensors[n].shape != expected[n].shape)
+    if missing or unknown or wrong:
+        raise UserError(
+            f"{path} does not match this model ({len(missing)} missing, {len(unknown)} unknown, "
+            f"{len(wrong)} wrongly shaped tensors, e.g. {(missing + unknown + wrong)[0]}): "
+            "it was trained with another backbone, variant or task list"
+        )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            expected[name].copy_(tensor)
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress: TrainProgress) -> None:
+    """Write the resume state into `folder` atomically (a temporary sibling, then a rename)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "sampler": sampler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "progress": asdict(progress),
+    }
+    torch.save(state, tmp / STATE_FILE)
+    replace_folder(tmp, folder)
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler, sampler) -> TrainProgress:
+    """Restore everything `save_checkpoint` wrote; returns the loop's counters."""
+    if not (folder / STATE_FILE).is_file() or not (folder / TRAINABLE_FILE).is_file():
+        raise UserError(f"no resumable checkpoint at {folder}: run `hyperexport train` without --resume")
+    load_trainable(model, folder / TRAINABLE_FILE)
+    try:
+        state = torch.load(folder / STATE_FILE, weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged or foreign file
+        raise UserError(f"cannot read {folder / STATE_FILE}: {str(error).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if state["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return TrainProgress(**state["progress"])

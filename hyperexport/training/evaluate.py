@@ -1,0 +1,54 @@
+"""Generation-based evaluation (PAPER.md 5): greedy decoding with a task-specific length, the
+paper's post-processing and metrics, and the majority-class baseline on the same split."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from hyperexport.data.collate import Example, collate
+from hyperexport.tasks.metrics import average_metric, compute_metrics, majority_baseline
+from hyperexport.tasks.registry import max_target_tokens
+
+
+@torch.no_grad()
+def predict_texts(model, tokenizer, examples: list[Example], task_id: int, max_new_tokens: int,
+                  batch_size: int, max_source_length: int, device: torch.device) -> list[str]:
+    """Greedy generations for examples of one task, decoded without special tokens."""
+    predictions: list[str] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = collate(tokenizer, chunk, {chunk[0].task: task_id}, max_source_length, max_new_tokens)
+        out = model.generate(
+            task_ids=batch["task_ids"].to(device),
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+        )
+        predictions += [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return predictions
+
+
+def evaluate_tasks(model, tokenizer, task_data: Mapping, split: str, batch_size: int,
+                   max_source_length: int, device: torch.device, with_baseline: bool = False) -> dict:
+    """{"tasks": {task: {"metrics": {...}[, "baseline": {...}]}}, "average": x} on `split`."""
+    was_training = model.training
+    model.eval()
+    results: dict[str, dict] = {}
+    for name, data in task_data.items():
+        examples = data.split(split)
+        if not examples:
+            continue
+        predictions = predict_texts(model, tokenizer, examples, model.task_id(name),
+                                    max_target_tokens(data.spec, tokenizer), batch_size, max_source_length, device)
+        targets = [example.target for example in examples]
+        results[name] = {"metrics": compute_metrics(data.spec, predictions, targets)}
+        if with_baseline:
+            train_targets = [example.target for example in data.train] or targets
+            results[name]["baseline"] = majority_baseline(data.spec, train_targets, targets)
+    model.train(was_training)
+    average = average_metric({name: r["metrics"] for name, r in results.items()}) if results else float("nan")
+    return {"tasks": results, "average": average}

@@ -1,0 +1,219 @@
+"""`train`: the multi-task training loop, explicit and on HF Accelerate (one CPU, one GPU, or several
+with `accelerate launch`). Read top to bottom: set up, then step / evaluate / checkpoint, then finish
+the run folder (best weights evaluated on the test split, metrics.json, manifest) with one rename."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from hyperexport import artifacts
+from hyperexport.data.collate import collate
+from hyperexport.data.sampler import MultiTaskBatchSampler
+from hyperexport.errors import UserError
+from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
+from hyperexport.training.checkpoint import (
+    TrainProgress,
+    load_checkpoint,
+    load_trainable,
+    save_checkpoint,
+    save_trainable,
+)
+from hyperexport.training.evaluate import evaluate_tasks
+from hyperexport.training.loss import label_smoothed_nll_loss
+from hyperexport.training.task_data import load_task_data
+
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def train(recipe, output: Path | None = None, max_steps: int | None = None, device: str = "auto",
+          resume: bool = False, overwrite: bool = False, stop_after: int | None = None,
+          progress_bar: bool = True) -> Path:
+    """Train `recipe`; returns the finished run folder (or the unfinished one when `stop_after` hits)."""
+    if max_steps is not None:
+        recipe = replace(recipe, train=replace(recipe.train, max_steps=max_steps))
+    run_dir = Path(output) if output is not None else Path("runs") / recipe.name
+    partial = run_dir.with_name(run_dir.name + artifacts.PARTIAL_SUFFIX)
+    _check_destination(run_dir, partial, resume, overwrite)
+    session = _TrainingSession(recipe, partial, device, resume)
+    if not session.run(stop_after, progress_bar):
+        return partial
+    session.finish(run_dir)
+    artifacts.point_latest(run_dir.parent, run_dir)
+    return run_dir
+
+
+def _check_destination(run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
+    if run_dir.exists() and not overwrite:
+        raise UserError(f"{run_dir} already exists: pass --overwrite to replace it, or choose another --output")
+    checkpoint = partial / artifacts.CHECKPOINT_DIR
+    if resume and not checkpoint.is_dir():
+        raise UserError(f"nothing to resume at {checkpoint}: run `hyperexport train` without --resume")
+    if not resume and partial.exists():
+        shutil.rmtree(partial)  # an abandoned run; starting fresh replaces it
+
+
+def _accelerator(device: str, precision: str):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown device '{device}': use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
+    on_cpu = device == "cpu" or not torch.cuda.is_available()
+    if precision == "fp16" and on_cpu:
+        raise UserError("precision fp16 needs a CUDA GPU: use bf16 or fp32 on CPU")
+    AcceleratorState._reset_state()  # a second train() in one process may use another precision
+    return Accelerator(cpu=on_cpu, mixed_precision=PRECISIONS[precision])
+
+
+class _TrainingSession:
+    """The objects one training run needs, built once; `run` steps, `finish` writes the run folder."""
+
+    def __init__(self, recipe, partial: Path, device: str, resume: bool):
+        from transformers import get_linear_schedule_with_warmup
+
+        self.recipe, self.partial, config = recipe, partial, recipe.train
+        self.accelerator = _accelerator(device, config.precision)
+        self.data = load_task_data(recipe)
+        self.tokenizer = load_tokenizer(recipe.backbone.tokenizer)
+        backbone_dir = partial / artifacts.BACKBONE_DIR
+        self.model = build_model(recipe, list(self.data), backbone_dir if resume and backbone_dir.is_dir() else None)
+        check_tokenizer_fits(self.tokenizer, self.model.backbone.config)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=config.adam_epsilon,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, config.warmup_steps, config.max_steps)
+        self.sampler = MultiTaskBatchSampler(
+            {name: len(d.train) for name, d in self.data.items()}, config.batch_size,
+            temperature=recipe.data.temperature, seed=config.seed + self.accelerator.process_index,
+            mixed_task_batches=recipe.data.mixed_task_batches,
+        )
+        if resume:
+            self.progress = load_checkpoint(partial / artifacts.CHECKPOINT_DIR, self.model, self.optimizer,
+                                            self.scheduler, self.sampler)
+        else:
+            self.progress = TrainProgress()
+            self._start_run_folder()
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def _start_run_folder(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        self.partial.mkdir(parents=True)
+        (self.partial / artifacts.RECIPE_FILE).write_text(_recipe_yaml(self.recipe))
+        self.tokenizer.save_pretrained(self.partial / artifacts.TOKENIZER_DIR)
+        if self.recipe.backbone.pretrained is None:  # random weights: keep them, they are not reproducible elsewhere
+            self.model.backbone.save_pretrained(self.partial / artifacts.BACKBONE_DIR)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def run(self, stop_after: int | None, progress_bar: bool) -> bool:
+        """Train up to max_steps; False when stopped early by `stop_after` (resumable)."""
+        from tqdm.auto import tqdm
+
+        config = self.recipe.train
+        self.model.train()
+        bar = tqdm(total=config.max_steps, initial=self.progress.step, desc="train", unit="step",
+                   disable=not progress_bar or not self.accelerator.is_main_process, file=sys.stderr)
+        while self.progress.step < config.max_steps:
+            task, loss = self._step()
+            self.progress.step += 1
+            bar.update(1)
+            if self.progress.step % config.log_every == 0 or self.progress.step == config.max_steps:
+                bar.set_postfix(loss=f"{loss:.4f}", task=task, lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            at_eval = self.progress.step % config.eval_every == 0 or self.progress.step == config.max_steps
+            if at_eval:
+                self._evaluate_and_keep_best()
+            stopping = stop_after is not None and self.progress.step >= stop_after
+            if at_eval or stopping:
+                self._save_checkpoint()
+            if stopping and self.progress.step < config.max_steps:
+                bar.close()
+                return False
+        bar.close()
+        return True
+
+    def _step(self) -> tuple[str, float]:
+        config, draws = self.recipe.train, self.sampler.next_batch()
+        examples = [self.data[task].train[index] for task, index in draws]
+        batch = collate(self.tokenizer, examples, {n: i for i, n in enumerate(self.data)},
+                        self.recipe.data.max_source_length, self.recipe.data.max_target_length)
+        batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
+        with self.accelerator.autocast():
+            logits = self.model(
+                task_ids=batch["task_ids"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                decoder_input_ids=self.unwrapped.backbone._shift_right(batch["labels"]),
+            ).logits
+            loss = label_smoothed_nll_loss(logits, batch["labels"], config.label_smoothing, config.loss_reduction)
+        self.accelerator.backward(loss)
+        if config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return draws[0][0], loss.item()
+
+    def _evaluate(self, split: str, with_baseline: bool = False) -> dict:
+        config = self.recipe.train
+        return evaluate_tasks(self.unwrapped, self.tokenizer, self.data, split, config.eval_batch_size,
+                              self.recipe.data.max_source_length, self.accelerator.device, with_baseline)
+
+    def _evaluate_and_keep_best(self) -> None:
+        result = self._evaluate("validation")
+        self.progress.history.append({"step": self.progress.step, "average": result["average"],
+                                      "tasks": {t: r["metrics"] for t, r in result["tasks"].items()}})
+        if result["average"] > self.progress.best_average or self.progress.best_step is None:
+            self.progress.best_average, self.progress.best_step = result["average"], self.progress.step
+            if self.accelerator.is_main_process:
+                save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+
+    def _save_checkpoint(self) -> None:
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.partial / artifacts.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
+                            self.scheduler, self.sampler, self.progress)
+
+    # ---- the finished run -----------------------------------------------------------------------
+    def finish(self, run_dir: Path) -> None:
+        """Best weights on the test split, metrics.json and manifest, then partial -> run_dir."""
+        load_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+        result = self._evaluate("test", with_baseline=True)
+        if not self.accelerator.is_main_process:
+            return
+        metrics = {**result, "split": "test", "best_step": self.progress.best_step,
+                   "validation_history": self.progress.history}
+        artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
+        shutil.rmtree(self.partial / artifacts.CHECKPOINT_DIR, ignore_errors=True)
+        artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
+        artifacts.replace_folder(self.partial, run_dir)
+
+
+def _recipe_yaml(recipe) -> str:
+    from hyperexport.recipe import recipe_to_dict
+
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+
+
+def _run_facts(recipe, model) -> dict:
+    from hyperexport.params import count_parameters
+
+    synthetic = any(task.source == "demo" for task in recipe.tasks)
+    return {
+        "recipe": recipe.name,
+        "backbone": {"config": recipe.backbone.config, "pretrained": recipe.backbone.pretrained,
+                     "tokenizer": recipe.backbone.tokenizer},
+        "variant": recipe.model.variant,
+        "tasks": list(model.task_names),
+        "parameters": count_parameters(model),
+        "synthetic_data": synthetic,
+        "data_note": "demo tasks use synthetic text generated offline, not GLUE" if synthetic else None,
+    }

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny seeded T5 backbones built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+# Tests run two pytest workers on two cores: one thread each, inherited by CLI subprocesses too.
+# (Two OpenMP threads per worker spin against each other and make tiny matmuls 100x slower.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+
+def tiny_t5_config(feed_forward_proj: str = "relu", **overrides) -> T5Config:
+    values = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_decoder_layers=2, num_heads=4,
+                  dropout_rate=0.0, feed_forward_proj=feed_forward_proj, decoder_start_token_id=0,
+                  pad_token_id=0, eos_token_id=1)
+    return T5Config(**{**values, **overrides})
+
+
+def tiny_t5(feed_forward_proj: str = "relu", seed: int = 0, **overrides) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(tiny_t5_config(feed_forward_proj, **overrides)).eval()
+
+
+def model_config(variant: str = "hyperformer++", **overrides) -> SimpleNamespace:
+    """The fields of recipe.ModelConfig the model reads, small enough for tests."""
+    values = dict(variant=variant, reduction_factor=4, task_embedding_dim=16, hypernet_hidden_dim=24,
+                  task_projector_input_dim=None, activation="gelu_new")
+    return SimpleNamespace(**{**values, **overrides})
+
+
+@pytest.fixture
+def token_batch():
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(3, 300, (4, 9), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    decoder_input_ids = torch.randint(3, 300, (4, 5), generator=generator)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
