@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads: OpenMP threads that spin while waiting make small CPU matmuls ~100x slower as
+# soon as another process wants the same cores; passive waiting costs little when the cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 from typing import Annotated, Optional
 

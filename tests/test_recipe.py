@@ -83,7 +83,7 @@ def test_shipped_recipe_round_trips_through_yaml(path):
 def test_default_recipe_is_the_offline_demo():
     recipe = load_recipe()
     assert recipe == load_recipe(DEFAULT_RECIPE)
-    assert recipe.backbone == BackboneConfig(config="t5-demo", pretrained=None, tokenizer="byt5")
+    assert recipe.backbone == BackboneConfig(config="t5-demo", pretrained=None, tokenizer="demo-words")
     assert [(task.name, task.source) for task in recipe.tasks] == [
         ("rte", "demo"), ("sst2", "demo"), ("mrpc", "demo")
     ]
