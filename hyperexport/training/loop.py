@@ -133,7 +133,9 @@ class _TrainingSession:
                 bar.set_postfix(loss=f"{loss:.4f}", task=task, lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
             at_eval = self.progress.step % config.eval_every == 0 or self.progress.step == config.max_steps
             if at_eval:
-                self._evaluate_and_keep_best()
+                summary = _summary(self.progress.step, self._evaluate_and_keep_best())
+                if not bar.disable:
+                    bar.write(summary, file=sys.stderr)
             stopping = stop_after is not None and self.progress.step >= stop_after
             if at_eval or stopping:
                 self._save_checkpoint()
@@ -168,7 +170,7 @@ class _TrainingSession:
         return evaluate_tasks(self.unwrapped, self.tokenizer, self.data, split, config.eval_batch_size,
                               self.recipe.data.max_source_length, self.accelerator.device, with_baseline)
 
-    def _evaluate_and_keep_best(self) -> None:
+    def _evaluate_and_keep_best(self) -> dict:
         result = self._evaluate("validation")
         self.progress.history.append({"step": self.progress.step, "average": result["average"],
                                       "tasks": {t: r["metrics"] for t, r in result["tasks"].items()}})
@@ -176,6 +178,7 @@ class _TrainingSession:
             self.progress.best_average, self.progress.best_step = result["average"], self.progress.step
             if self.accelerator.is_main_process:
                 save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+        return result
 
     def _save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
@@ -195,6 +198,12 @@ class _TrainingSession:
         shutil.rmtree(self.partial / artifacts.CHECKPOINT_DIR, ignore_errors=True)
         artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
         artifacts.replace_folder(self.partial, run_dir)
+
+
+def _summary(step: int, result: dict) -> str:
+    scores = ", ".join(f"{task} {name} {value:.1f}" for task, r in result["tasks"].items()
+                       for name, value in r["metrics"].items())
+    return f"step {step}: validation average {result['average']:.2f} ({scores})"
 
 
 def _recipe_yaml(recipe) -> str:

@@ -61,6 +61,7 @@ def test_params_table_for_people():
         (["params", "no/such/recipe.yaml"], "no recipe at no/such/recipe.yaml"),
         (["train", "no/such/recipe.yaml"], "no recipe at no/such/recipe.yaml"),
         (["evaluate", "no/such/run"], "no run at no/such/run"),
+        (["train", RECIPES / "tiny.yaml", "--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message):
@@ -70,6 +71,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_tokenizer_larger_than_the_backbone_vocabulary_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = (RECIPES / "tiny.yaml").read_text().replace("tokenizer: byt5", "tokenizer: demo-words")
+    recipe = recipe.replace("config: t5-test ", "config: ./small-vocab.json ")
+    (tmp_path / "small-vocab.json").write_text(json.dumps(
+        {"vocab_size": 64, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
+         "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1}))
+    (tmp_path / "r.yaml").write_text(recipe)
+    result = invoke("train", tmp_path / "r.yaml")
+    assert result.exit_code == 2, result.output
+    assert "tokenizer has 84 tokens but the backbone's vocabulary has 64" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_evaluate_without_any_run_names_the_command_that_makes_one(tmp_path, monkeypatch):
