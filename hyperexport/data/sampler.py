@@ -3,7 +3,8 @@
 Task i is drawn with probability p_i ∝ (N_i / Σ_j N_j)^(1/T), then `batch_size` example indices are
 drawn uniformly with replacement from that task, like the reference's `MultiTaskBatchSampler`.
 Differences: one generator seeded once (the reference reseeds with seed + epoch, and epochs do not
-matter when training runs for max_steps), and no per-replica sharding (Accelerate shards batches).
+matter when training runs for max_steps), and no per-replica sharding: with several processes each
+builds its own sampler seeded with seed + process index, so replicas draw different tasks and examples.
 """
 
 from collections.abc import Iterator, Mapping

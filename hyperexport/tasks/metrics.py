@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from statistics import fmean
 from typing import TYPE_CHECKING
 
-import scipy.stats
-
 if TYPE_CHECKING:
     from hyperexport.tasks.registry import TaskSpec
 
@@ -52,11 +50,15 @@ def matthews_corrcoef(predictions: Sequence, targets: Sequence) -> float:
 
 def pearson(predictions: Sequence, targets: Sequence) -> float:
     """Pearson correlation; NaN (e.g. a constant input) becomes 0."""
+    import scipy.stats  # heavy (about a second); only regression tasks need it
+
     return _correlation(scipy.stats.pearsonr, predictions, targets)
 
 
 def spearman(predictions: Sequence, targets: Sequence) -> float:
     """Spearman rank correlation; NaN (e.g. a constant input) becomes 0."""
+    import scipy.stats
+
     return _correlation(scipy.stats.spearmanr, predictions, targets)
 
 
