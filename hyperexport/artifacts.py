@@ -13,9 +13,8 @@ import platform
 import shutil
 import subprocess
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hyperexport.errors import UserError
 
@@ -86,25 +85,6 @@ def write_manifest(folder: Path, stage: str, **facts: Any) -> dict:
     }
     write_json(folder / MANIFEST_FILE, manifest)
     return manifest
-
-
-@contextmanager
-def atomic_folder(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `final` in one rename."""
-    final = Path(final)
-    if final.exists() and not overwrite:
-        raise UserError(f"{final} already exists: pass --overwrite to replace it, or choose another --output")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        tmp.mkdir()
-    except OSError as error:
-        raise UserError(f"cannot write to {final.parent}: {error.strerror}") from None
-    try:
-        yield tmp
-        replace_folder(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def replace_folder(source: Path, final: Path) -> None:

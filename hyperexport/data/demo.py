@@ -23,6 +23,7 @@ from hyperexport.errors import UserError
 
 DEMO_SPLIT_SIZES = {"train": 2000, "validation": 400}
 VALIDATION_SHARE = 5  # one text in five belongs to validation
+MAX_DRAWS_PER_EXAMPLE = 10_000  # bounds the search once a word list runs out of new texts
 
 NAMES = ("anna", "ben", "carl", "dina", "eva", "finn")
 COLOURS = ("red", "blue", "green", "black", "white")
@@ -58,12 +59,15 @@ def _new_example_of_split(
     generate: Callable, rng: random.Random, label: int, split: str, seen: set[str]
 ) -> dict:
     """A generated example of `split` whose text is not in `seen` (which it joins)."""
-    while True:
+    for _ in range(MAX_DRAWS_PER_EXAMPLE):
         example = generate(rng, label)
         text = example_text(example)
         if text not in seen and split_of_text(text) == split:
             seen.add(text)
             return example
+    raise UserError(
+        f"demo data ran out of distinct {split} examples after {len(seen)}; ask for fewer examples"
+    )
 
 
 def example_text(example: dict) -> str:

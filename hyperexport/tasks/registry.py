@@ -77,7 +77,7 @@ class TaskSpec:
             )
         label = example[self.label_field]
         if self.is_regression:
-            return str(round(float(label), 1))  # PAPER 7.6: 1 decimal, not the 0.2 grid
+            return self._regression_target(label)
         target = self._class_target(label)
         if target not in self.labels:
             raise UserError(
@@ -85,6 +85,12 @@ class TaskSpec:
                 "fix the data or declare the task's labels"
             )
         return target
+
+    def _regression_target(self, label) -> str:
+        try:
+            return str(round(float(label), 1))  # PAPER 7.6: 1 decimal, not the 0.2 grid
+        except (TypeError, ValueError):
+            raise UserError(f"task '{self.name}': label {label!r} is not a number; fix the data")
 
     def _class_target(self, label) -> str:
         if isinstance(label, bool):

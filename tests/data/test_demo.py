@@ -2,6 +2,7 @@ from collections import Counter
 
 import pytest
 
+from hyperexport.data import demo
 from hyperexport.data.demo import (
     COLOURS,
     DEMO_SPLIT_SIZES,
@@ -106,3 +107,12 @@ def test_demo_refuses_unknown_task_and_split():
         demo_examples("cola", "train", 10, seed=0)
     with pytest.raises(UserError, match="no split 'test'"):
         demo_examples("rte", "test", 10, seed=0)
+
+
+def test_demo_stops_when_distinct_texts_run_out(monkeypatch):
+    """A generator with two possible texts cannot fill four examples; the search must end."""
+    monkeypatch.setattr(demo, "MAX_DRAWS_PER_EXAMPLE", 50)
+    two_texts = lambda rng, label: {"sentence": f"only {label}", "label": label}  # noqa: E731
+    monkeypatch.setitem(demo.DEMO_GENERATORS, "sst2", two_texts)
+    with pytest.raises(UserError, match="ran out of distinct"):
+        demo_examples("sst2", "train", 4, seed=0)

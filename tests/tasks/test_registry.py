@@ -71,6 +71,8 @@ def test_stsb_target_rounds_to_one_decimal_not_the_grid():
     assert stsb.format_target({"label": 4}) == "4.0"
     assert STSB_LABELS[:3] == ("0.0", "0.2", "0.4") and STSB_LABELS[-1] == "5.0"
     assert len(STSB_LABELS) == 26 and stsb.is_regression and stsb.postprocess == "float"
+    with pytest.raises(UserError, match="not a number"):
+        stsb.format_target({"label": "high"})
 
 
 def test_metrics_and_postprocessing_follow_the_paper():
