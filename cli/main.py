@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hyperexport.errors import UserError
 from hyperexport_cli.errors import user_errors
 from hyperexport_cli.output import print_json, print_metrics, print_parameters
 
@@ -65,9 +66,27 @@ def evaluate(
     from hyperexport.run import evaluate_run
 
     if split not in ("validation", "test"):
-        raise typer.BadParameter(f"unknown split '{split}': use validation or test", param_hint="--split")
+        raise UserError(f"unknown split '{split}': use validation or test")
     result = evaluate_run(run, task, split)
     print_json(result) if json_output else print_metrics(result)
+
+
+@app.command(epilog="Example: hyperexport materialize --task rte  |  hyperexport materialize --run runs/demo --all")
+@user_errors
+def materialize(
+    run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest.")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="Task to materialize (repeatable).")] = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Materialize every task of the run.")] = False,
+    output: Annotated[Optional[Path], typer.Option(help="Task folder; default <run>/tasks/<task>.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing task folder.")] = False,
+) -> None:
+    """Evaluate the hypernetwork once per task and keep that task's adapter weights."""
+    from hyperexport.materialize import materialize as materialize_tasks
+
+    if not task and not all_tasks:
+        raise UserError("name a task with --task, or pass --all to materialize every task of the run")
+    for folder in materialize_tasks(run, None if all_tasks else task, output, overwrite):
+        typer.echo(f"materialized: {folder}")
 
 
 @app.command(epilog="Example: hyperexport params recipes/glue-t5-base-hyperformer++.yaml --json")

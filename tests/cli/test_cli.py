@@ -20,7 +20,7 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "params"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "materialize", "params"])
 def test_every_command_has_help_with_an_example(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0
@@ -62,6 +62,8 @@ def test_params_table_for_people():
         (["train", "no/such/recipe.yaml"], "no recipe at no/such/recipe.yaml"),
         (["evaluate", "no/such/run"], "no run at no/such/run"),
         (["train", RECIPES / "tiny.yaml", "--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
+        (["materialize"], "name a task with --task, or pass --all"),
+        (["evaluate", "--split", "dev"], "unknown split 'dev': use validation or test"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message):
