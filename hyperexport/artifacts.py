@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,14 @@ def write_manifest(folder: Path, stage: str, **facts: Any) -> dict:
     }
     write_json(folder / MANIFEST_FILE, manifest)
     return manifest
+
+
+def temporary_sibling(final: Path) -> Path:
+    """A new empty folder next to `final` (same filesystem, so a rename can publish it)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are ordinary folders
+    return tmp
 
 
 def replace_folder(source: Path, final: Path) -> None:

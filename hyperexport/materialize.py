@@ -12,7 +12,6 @@ Non-finite weights are refused (as PEFT's safe_merge refuses them).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,8 +66,7 @@ def task_tensors(model, task: str) -> dict[str, torch.Tensor]:
 
 def _materialize_one(loaded, task: str, destination: Path) -> Path:
     tensors = task_tensors(loaded.model, task)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    tmp = artifacts.temporary_sibling(destination)
     try:
         save_file({k: v.cpu().clone() for k, v in tensors.items()}, str(tmp / ADAPTERS_FILE))
         artifacts.write_json(tmp / TASK_FILE, _task_facts(loaded, task))

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hyperexport.artifacts import replace_folder
+from hyperexport import artifacts
 from hyperexport.errors import UserError
 
 TRAINABLE_FILE = "trainable.safetensors"
@@ -66,8 +65,7 @@ def load_trainable(model, path: Path) -> None:
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress: TrainProgress) -> None:
     """Write the resume state into `folder` atomically (a temporary sibling, then a rename)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = artifacts.temporary_sibling(folder)
     save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
     state = {
         "optimizer": optimizer.state_dict(),
@@ -78,7 +76,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress
         "progress": asdict(progress),
     }
     torch.save(state, tmp / STATE_FILE)
-    replace_folder(tmp, folder)
+    artifacts.replace_folder(tmp, folder)
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, sampler) -> TrainProgress:

@@ -1,0 +1,122 @@
+"""`export --format onnx`: a materialized, folded task as ONNX graphs (no hypernetwork inside).
+
+- generate head: optimum's T5 export with past key values, the two decoders kept separate (no merged
+  graph with an `If` node, which TensorRT cannot take): `encoder_model.onnx`, `decoder_model.onnx`,
+  `decoder_with_past_model.onnx` plus `config.json`, so `ORTModelForSeq2SeqLM` loads the folder;
+- classify head: `classify_model.onnx`, `input_ids`, `attention_mask` -> `scores` [batch, num_labels],
+  the teacher-forced log-probability of each label string (summed over its tokens) in one pass.
+The folder also holds the tokenizer, `task.json`, `io_spec.json` and a manifest with every file's sha256.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hyperexport import artifacts
+from hyperexport.errors import UserError
+
+HEADS = ("generate", "classify", "both")
+CLASSIFY_FILE = "classify_model.onnx"
+IO_SPEC_FILE = "io_spec.json"
+DEFAULT_OPSET = 17
+
+
+class LabelScorer(nn.Module):
+    """scores[b, k] = sum_t log p(label_k token t | input b, label_k tokens < t): no generation loop."""
+
+    def __init__(self, model: nn.Module, label_ids: torch.Tensor):  # label_ids [K, T], -100 = padding
+        super().__init__()
+        self.model = model
+        self.register_buffer("label_ids", label_ids.clamp(min=0), persistent=False)  # [K, T]
+        self.register_buffer("label_mask", (label_ids >= 0).float(), persistent=False)  # [K, T]
+        self.register_buffer("decoder_input_ids", model._shift_right(label_ids), persistent=False)  # [K, T]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # [B, S] -> [B, K]
+        batch, (num_labels, length) = input_ids.shape[0], self.label_ids.shape
+        encoded = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                     use_cache=False).last_hidden_state  # [B, S, d]
+        hidden = encoded.repeat_interleave(num_labels, dim=0)  # [B*K, S, d]
+        mask = attention_mask.repeat_interleave(num_labels, dim=0)  # [B*K, S]
+        decoder_ids = self.decoder_input_ids.repeat(batch, 1)  # [B*K, T]
+        logits = self.model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=decoder_ids,
+                            use_cache=False).logits  # [B*K, T, V]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        token_scores = log_probs.gather(-1, self.label_ids.repeat(batch, 1).unsqueeze(-1)).squeeze(-1)  # [B*K, T]
+        return (token_scores * self.label_mask.repeat(batch, 1)).sum(-1).view(batch, num_labels)
+
+
+def label_token_ids(tokenizer, labels: list[str]) -> torch.Tensor:
+    """Each label string's token ids with </s>, padded with -100: [K, T]."""
+    encoded = [tokenizer(label).input_ids for label in labels]
+    length = max(len(ids) for ids in encoded)
+    return torch.tensor([ids + [-100] * (length - len(ids)) for ids in encoded])
+
+
+def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both", opset: int = DEFAULT_OPSET,
+                output: Path | None = None, overwrite: bool = False) -> Path:
+    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx/`."""
+    from hyperexport.fold import load_folded_task
+    from hyperexport.materialize import TASK_FILE, TASKS_DIR
+    from hyperexport.model.build import load_tokenizer
+
+    if head not in HEADS:
+        raise UserError(f"unknown head '{head}': use generate, classify or both")
+    run_dir = artifacts.resolve_run(run)
+    task_dir = run_dir / TASKS_DIR / task
+    destination = Path(output) if output is not None else Path("exports") / task / "onnx"
+    if destination.exists() and not overwrite:
+        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
+    model, facts = load_folded_task(task_dir)
+    tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR))
+    tmp = artifacts.temporary_sibling(destination)
+    try:
+        if head in ("generate", "both"):
+            _export_generate(model, tmp, opset)
+        if head in ("classify", "both"):
+            _export_classify(model, label_token_ids(tokenizer, facts["labels"]), tmp / CLASSIFY_FILE, opset)
+        tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
+        shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
+        artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
+        artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision="fp32", opset=opset, folds=[],
+                                 source_task_sha256=artifacts.file_hashes(task_dir))
+        artifacts.replace_folder(tmp, destination)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return destination
+
+
+def _export_generate(model: nn.Module, folder: Path, opset: int) -> None:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
+                           no_post_process=True, do_validation=False)
+
+
+def _export_classify(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int) -> None:
+    scorer = LabelScorer(model, label_ids).eval()
+    example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
+    with torch.no_grad():
+        torch.onnx.export(scorer, example, str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["scores"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
+                                        "attention_mask": {0: "batch_size", 1: "sequence_length"},
+                                        "scores": {0: "batch_size"}})
+
+
+def io_spec(folder: Path) -> dict:
+    """Names, element types and shapes (symbolic axes by name) of every graph's inputs and outputs."""
+    import onnx
+
+    def describe(values) -> list[dict]:
+        return [{"name": v.name, "dtype": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower(),
+                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+
+    spec = {}
+    for path in sorted(folder.glob("*.onnx")):
+        graph = onnx.load(str(path), load_external_data=False).graph
+        spec[path.name] = {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+    return spec
