@@ -47,6 +47,23 @@ def file_hashes(folder: Path) -> dict[str, str]:
     }
 
 
+def check_manifest(folder: Path) -> dict:
+    """The folder's manifest, after checking every file against its sha256 (tampering, truncation)."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"{folder} has no readable {MANIFEST_FILE}: export it again") from None
+    found, expected = file_hashes(folder), manifest.get("files", {})
+    for name, digest in expected.items():
+        if found.get(name) != digest:
+            state = "is missing" if name not in found else "was changed (sha256 mismatch)"
+            raise UserError(f"{folder / name} {state} since it was written: export it again")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise UserError(f"{folder / extra[0]} is not in the manifest: remove it or export again")
+    return manifest
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

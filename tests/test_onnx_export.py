@@ -139,3 +139,19 @@ def test_export_cli_writes_the_default_folder(exported, tmp_path, monkeypatch):
     assert (folder / CLASSIFY_FILE).is_file() and not (folder / "encoder_model.onnx").exists()
     bad = runner.invoke(app, ["export", "--run", str(run), "--task", "rte", "--head", "beam", "--output", "x"])
     assert bad.exit_code == 2 and "unknown head 'beam'" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_an_edited_export_is_detected_by_its_manifest(exported, tmp_path):
+    import shutil
+
+    _, folder = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert artifacts.check_manifest(copy)["format"] == "onnx"
+    with open(copy / CLASSIFY_FILE, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(UserError, match="classify_model.onnx was changed \\(sha256 mismatch\\)"):
+        artifacts.check_manifest(copy)
+    (copy / "encoder_model.onnx").unlink()
+    with pytest.raises(UserError, match="is missing"):
+        artifacts.check_manifest(copy)
