@@ -152,6 +152,7 @@ def test_an_edited_export_is_detected_by_its_manifest(exported, tmp_path):
         handle.write(b"\0")
     with pytest.raises(UserError, match="classify_model.onnx was changed \\(sha256 mismatch\\)"):
         artifacts.check_manifest(copy)
+    shutil.copy(folder / CLASSIFY_FILE, copy / CLASSIFY_FILE)
     (copy / "encoder_model.onnx").unlink()
     with pytest.raises(UserError, match="is missing"):
         artifacts.check_manifest(copy)
