@@ -15,7 +15,7 @@ import typer
 
 from hyperexport.errors import UserError
 from hyperexport_cli.errors import user_errors
-from hyperexport_cli.output import print_json, print_metrics, print_parameters
+from hyperexport_cli.output import print_json, print_metrics, print_parameters, print_parity
 
 app = typer.Typer(
     name="hyperexport",
@@ -109,6 +109,23 @@ def export(
     if precision != "fp32":
         raise UserError(f"precision '{precision}' is not available yet: this version exports fp32")
     typer.echo(f"exported: {export_onnx(run, task, head, opset, output, overwrite)}")
+
+
+@app.command(epilog="Example: hyperexport verify exports/rte/onnx --json")
+@user_errors
+def verify(
+    export_dir: Annotated[Path, typer.Argument(help="An export folder (hyperexport export).", show_default=False)],
+    run: Annotated[Optional[Path], typer.Option(help="Run folder; default the one the export came from.")] = None,
+    max_examples: Annotated[int, typer.Option(min=1, help="Evaluation examples to run.")] = 200,
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare PyTorch (hypernetwork, folded) and ONNX Runtime on the same inputs; exit 1 on any mismatch."""
+    from hyperexport.verify import verify as verify_export
+
+    report = verify_export(export_dir, run, max_examples)
+    print_json(report) if json_output else print_parity(report)
+    if not report["passed"]:
+        raise typer.Exit(code=1)
 
 
 @app.command(epilog="Example: hyperexport params recipes/glue-t5-base-hyperformer++.yaml --json")

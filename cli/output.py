@@ -33,3 +33,17 @@ def print_parameters(report: dict) -> None:
             continue
         table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
     Console().print(table)
+
+
+def print_parity(report: dict) -> None:
+    table = Table(title=f"parity: {report['task']} ({report['export']}) against {report['reference']}")
+    for column in ("inputs", "runner", "output", "max |delta|", "tolerance", "pass"):
+        table.add_column(column, justify="right" if column in ("max |delta|", "tolerance") else "left")
+    for row in report["comparisons"]:
+        table.add_row(row["inputs"], row["runner"], row["output"], f"{row['max_abs_diff']:.3g}",
+                      f"{row['tolerance']:g}", "yes" if row["passed"] else "NO")
+    Console().print(table)
+    for metric in report["metrics"]:
+        values = "; ".join(f"{runner} {value}" for runner, value in metric["values"].items())
+        Console().print(f"{metric['head']} metric: {values} -> {'equal' if metric['passed'] else 'DIFFERENT'}")
+    Console().print("parity passed" if report["passed"] else "parity FAILED")

@@ -28,6 +28,7 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_DIR = "checkpoint"  # resumable training state, inside the unfinished run folder
 PARTIAL_SUFFIX = ".partial"  # an unfinished run: runs/<name>.partial/
 LATEST_LINK = "latest"
+PARITY_REPORT_FILE = "parity_report.json"  # written into an export folder by `verify`, after its manifest
 
 
 def sha256_file(path: Path) -> str:
@@ -58,7 +59,7 @@ def check_manifest(folder: Path) -> dict:
         if found.get(name) != digest:
             state = "is missing" if name not in found else "was changed (sha256 mismatch)"
             raise UserError(f"{folder / name} {state} since it was written: export it again")
-    extra = sorted(set(found) - set(expected))
+    extra = sorted(set(found) - set(expected) - {PARITY_REPORT_FILE})
     if extra:
         raise UserError(f"{folder / extra[0]} is not in the manifest: remove it or export again")
     return manifest

@@ -82,7 +82,7 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
         artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision="fp32", opset=opset, folds=[],
-                                 source_task_sha256=artifacts.file_hashes(task_dir))
+                                 task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir))
         artifacts.replace_folder(tmp, destination)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,72 @@
+"""`verify`: parity of every runner with the hypernetwork model, the report, and its failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from hyperexport import artifacts
+from hyperexport.materialize import materialize
+from hyperexport.onnx_export import export_onnx
+from hyperexport.recipe import load_recipe
+from hyperexport.training.loop import train
+from hyperexport.verify import verify
+from hyperexport_cli.main import app
+
+TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    run = train(load_recipe(TINY), output=root / "runs" / "tiny", progress_bar=False)
+    materialize(run, ["rte"])
+    return run, export_onnx(run, "rte", head="both", output=root / "exports" / "rte" / "onnx")
+
+
+def test_verify_passes_and_writes_the_report(exported):
+    run, folder = exported
+    report = verify(folder)
+    assert report["passed"] and report["run"] == str(run)
+    assert json.loads((folder / artifacts.PARITY_REPORT_FILE).read_text()) == report
+    seen = {(c["inputs"], c["runner"], c["output"]) for c in report["comparisons"]}
+    for inputs in ("evaluation", "random"):
+        for runner_name in ("torch_folded", "onnxruntime"):
+            assert {(inputs, runner_name, o) for o in ("logits", "scores", "tokens")} <= seen
+    assert all(c["max_abs_diff"] <= c["tolerance"] for c in report["comparisons"])
+    assert {m["head"] for m in report["metrics"]} == {"classify", "generate"}
+    artifacts.check_manifest(folder)  # the report does not count as tampering
+
+
+def test_verify_cli_exit_codes(exported, tmp_path):
+    run, folder = exported
+    ok = runner.invoke(app, ["verify", str(folder)])
+    assert ok.exit_code == 0 and "parity passed" in ok.stdout
+
+    drifted = tmp_path / "drifted"  # the run changed after the export: the export no longer matches it
+    shutil.copytree(run, drifted)
+    tensors = load_file(drifted / artifacts.WEIGHTS_FILE)
+    tensors["generators.encoder.ln_bias.bias"] += 0.5
+    save_file(tensors, drifted / artifacts.WEIGHTS_FILE)
+    failed = runner.invoke(app, ["verify", str(folder), "--run", str(drifted), "--json"])
+    assert failed.exit_code == 1
+    report = json.loads(failed.stdout)
+    assert not report["passed"]
+    assert any(not c["passed"] and c["runner"] == "onnxruntime" and c["output"] == "logits" for c in report["comparisons"])
+
+
+def test_verify_refuses_a_tampered_or_missing_export(exported, tmp_path):
+    _, folder = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "task.json").write_text("{}")
+    tampered = runner.invoke(app, ["verify", str(copy)])
+    assert tampered.exit_code == 2 and "task.json was changed (sha256 mismatch)" in tampered.stderr
+    missing = runner.invoke(app, ["verify", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no export at" in missing.stderr and "hyperexport export" in missing.stderr
