@@ -20,6 +20,7 @@ from hyperexport import artifacts
 from hyperexport.errors import UserError
 
 HEADS = ("generate", "classify", "both")
+PRECISIONS = ("fp32", "int8")  # int8: ONNX Runtime dynamic quantization of the MatMuls, a CPU artifact
 CLASSIFY_FILE = "classify_model.onnx"
 IO_SPEC_FILE = "io_spec.json"
 DEFAULT_OPSET = 17
@@ -57,7 +58,7 @@ def label_token_ids(tokenizer, labels: list[str]) -> torch.Tensor:
 
 
 def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both", opset: int = DEFAULT_OPSET,
-                output: Path | None = None, overwrite: bool = False) -> Path:
+                output: Path | None = None, overwrite: bool = False, precision: str = "fp32") -> Path:
     """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx/`."""
     from hyperexport.fold import load_folded_task
     from hyperexport.materialize import TASK_FILE, TASKS_DIR
@@ -65,9 +66,12 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
 
     if head not in HEADS:
         raise UserError(f"unknown head '{head}': use generate, classify or both")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision '{precision}' is not available for onnx: use {' or '.join(PRECISIONS)}")
     run_dir = artifacts.resolve_run(run)
     task_dir = run_dir / TASKS_DIR / task
-    destination = Path(output) if output is not None else Path("exports") / task / "onnx"
+    default = "onnx" if precision == "fp32" else f"onnx-{precision}"
+    destination = Path(output) if output is not None else Path("exports") / task / default
     if destination.exists() and not overwrite:
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     model, facts = load_folded_task(task_dir)
@@ -78,10 +82,12 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
             _export_generate(model, tmp, opset)
         if head in ("classify", "both"):
             _export_classify(model, label_token_ids(tokenizer, facts["labels"]), tmp / CLASSIFY_FILE, opset)
+        if precision == "int8":
+            quantize_folder(tmp)
         tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
         shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
-        artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision="fp32", opset=opset, folds=[],
+        artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision=precision, opset=opset, folds=[],
                                  task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir))
         artifacts.replace_folder(tmp, destination)
     finally:
@@ -105,6 +111,16 @@ def _export_classify(model: nn.Module, label_ids: torch.Tensor, path: Path, opse
                           dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
                                         "attention_mask": {0: "batch_size", 1: "sequence_length"},
                                         "scores": {0: "batch_size"}})
+
+
+def quantize_folder(folder: Path) -> None:
+    """Dynamic int8 quantization (weights int8, activations quantized at run time) of every graph's MatMuls."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for path in sorted(folder.glob("*.onnx")):
+        quantized = path.with_name(f".{path.name}.int8")
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        quantized.replace(path)
 
 
 def io_spec(folder: Path) -> dict:

@@ -2,9 +2,9 @@
 
 Inputs: the task's evaluation (test) split and a seeded batch of random token ids. Runners: PyTorch
 with the hypernetwork (the reference, from the run), PyTorch folded (from the materialized task),
-ONNX Runtime (the export). Per runner and output: max |delta| against a tolerance (fp32 logits and
-scores: 1e-4; greedy tokens: equal); NaN/Inf anywhere fails; the task metric from each head must
-equal the reference's. The report goes to `<export>/parity_report.json`.
+ONNX Runtime (the export). Per runner and output: max |delta| against the export precision's tolerance
+(`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens identical, task metric equal); NaN/Inf
+anywhere fails. The report goes to `<export>/parity_report.json`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner
 
-TOLERANCES = {"logits": 1e-4, "scores": 1e-4, "tokens": 0}  # fp32; tokens must be identical
+# Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
+# metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
+# rounding. int8 (dynamic quantization) rounds every MatMul's activations to 8 bits, about 1% relative
+# error per layer, on logits of magnitude ~40 in the demo: tensors move by a few tenths, and the gate that
+# matters is the task metric, within 1 point.
+TOLERANCES = {
+    "fp32": {"logits": 1e-4, "scores": 1e-4, "tokens": 0.0, "metric": 0.0},
+    "int8": {"logits": 2.0, "scores": 2.0, "tokens": 0.05, "metric": 1.0},
+}
 REFERENCE = "torch_hypernet"
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
@@ -46,8 +54,9 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     for runner in runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    comparisons = [c for name in input_sets for c in _compare(outputs, name)]
-    metrics = _metric_parity({r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts)
+    tolerances = {"torch_folded": TOLERANCES["fp32"], OnnxRuntimeRunner.name: TOLERANCES[manifest["precision"]]}
+    comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
+    metrics = _metric_parity({r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
               "precision": manifest.get("precision", "fp32"), "comparisons": comparisons, "metrics": metrics,
               "passed": all(c["passed"] for c in comparisons + metrics)}
@@ -79,7 +88,7 @@ def _random_inputs(loaded, facts: dict, label_ids: torch.Tensor) -> ParityInputs
     return ParityInputs(input_ids, attention_mask, decoder_ids, label_ids, facts["max_new_tokens"])
 
 
-def _compare(outputs: dict, input_set: str) -> list[dict]:
+def _compare(outputs: dict, input_set: str, tolerances: dict[str, dict]) -> list[dict]:
     reference = outputs[REFERENCE][input_set]
     rows = []
     for runner, by_set in outputs.items():
@@ -88,17 +97,26 @@ def _compare(outputs: dict, input_set: str) -> list[dict]:
         for name, value in by_set[input_set].items():
             expected = reference[name]
             finite = bool(np.isfinite(value).all() and np.isfinite(expected).all())
-            if name == "tokens":
-                width = max(value.shape[1], expected.shape[1])
-                value, expected = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (value, expected))
-            diff = float(np.abs(value.astype(np.float64) - expected).max()) if value.shape == expected.shape else float("inf")
+            diff = _token_mismatch(value, expected) if name == "tokens" else _max_abs_diff(value, expected)
             rows.append({"inputs": input_set, "runner": runner, "output": name, "max_abs_diff": diff,
-                         "tolerance": TOLERANCES[name], "finite": finite,
-                         "passed": finite and diff <= TOLERANCES[name]})
+                         "tolerance": tolerances[runner][name], "finite": finite,
+                         "passed": finite and diff <= tolerances[runner][name]})
     return rows
 
 
-def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: dict) -> list[dict]:
+def _max_abs_diff(value: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(value.astype(np.float64) - expected).max()) if value.shape == expected.shape else float("inf")
+
+
+def _token_mismatch(value: np.ndarray, expected: np.ndarray) -> float:
+    """The fraction of generated sequences that differ anywhere (shorter ones padded with 0)."""
+    width = max(value.shape[1], expected.shape[1])
+    value, expected = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (value, expected))
+    return float((value != expected).any(axis=1).mean())
+
+
+def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: dict,
+                   tolerances: dict[str, dict]) -> list[dict]:
     """The task metric of each head's predictions per runner; each must equal the reference's."""
     from hyperexport.tasks.metrics import compute_metrics
     from hyperexport.training.task_data import task_spec
@@ -109,6 +127,8 @@ def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: 
                           ("generate", lambda o: [t.strip() for t in loaded.tokenizer.batch_decode(o["tokens"], skip_special_tokens=True)])):
         values = {runner: compute_metrics(spec, predict(o), targets) for runner, o in outputs.items()
                   if ("scores" if head == "classify" else "tokens") in o}
-        others = [v for r, v in values.items() if r != REFERENCE]
-        rows.append({"head": head, "values": values, "passed": all(v == values[REFERENCE] for v in others)})
+        gaps = {r: max(abs(v[k] - values[REFERENCE][k]) for k in v) for r, v in values.items() if r != REFERENCE}
+        rows.append({"head": head, "values": values, "max_abs_diff": gaps,
+                     "tolerance": {r: tolerances[r]["metric"] for r in gaps},
+                     "passed": all(gap <= tolerances[r]["metric"] for r, gap in gaps.items())})
     return rows

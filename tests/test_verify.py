@@ -70,3 +70,17 @@ def test_verify_refuses_a_tampered_or_missing_export(exported, tmp_path):
     assert tampered.exit_code == 2 and "task.json was changed (sha256 mismatch)" in tampered.stderr
     missing = runner.invoke(app, ["verify", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no export at" in missing.stderr and "hyperexport export" in missing.stderr
+
+
+def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
+    from hyperexport.verify import TOLERANCES
+
+    run, _ = exported
+    folder = export_onnx(run, "rte", head="both", output=tmp_path / "int8", precision="int8")
+    report = verify(folder)
+    assert report["precision"] == "int8" and report["passed"]
+    onnx_rows = [c for c in report["comparisons"] if c["runner"] == "onnxruntime"]
+    assert all(c["tolerance"] == TOLERANCES["int8"][c["output"]] for c in onnx_rows)
+    assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")  # really quantized
+    folded_rows = [c for c in report["comparisons"] if c["runner"] == "torch_folded"]
+    assert all(c["tolerance"] == TOLERANCES["fp32"][c["output"]] for c in folded_rows)
