@@ -23,7 +23,7 @@ HEADS = ("generate", "classify", "both")
 PRECISIONS = ("fp32", "int8")  # int8: ONNX Runtime dynamic quantization of the MatMuls, a CPU artifact
 CLASSIFY_FILE = "classify_model.onnx"
 IO_SPEC_FILE = "io_spec.json"
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 18  # optimum recommends at least 18 for T5
 
 
 class LabelScorer(nn.Module):
