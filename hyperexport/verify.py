@@ -42,6 +42,8 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     if not export_dir.is_dir():
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task <task>`")
     manifest = artifacts.check_manifest(export_dir)
+    if manifest.get("stage") != "export":
+        raise UserError(f"{export_dir} is not an export folder: run `hyperexport export --task <task>`")
     loaded = load_run(run if run is not None else manifest["source_run"])
     task = manifest["task"]
     folded, facts = load_folded_task(loaded.path / TASKS_DIR / task)
@@ -58,7 +60,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
     metrics = _metric_parity({r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
-              "precision": manifest.get("precision", "fp32"), "comparisons": comparisons, "metrics": metrics,
+              "precision": manifest["precision"], "comparisons": comparisons, "metrics": metrics,
               "passed": all(c["passed"] for c in comparisons + metrics)}
     artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
     return report

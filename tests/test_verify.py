@@ -84,3 +84,9 @@ def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
     assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")  # really quantized
     folded_rows = [c for c in report["comparisons"] if c["runner"] == "torch_folded"]
     assert all(c["tolerance"] == TOLERANCES["fp32"][c["output"]] for c in folded_rows)
+
+
+def test_verify_refuses_a_folder_that_is_not_an_export(exported):
+    run, _ = exported
+    result = runner.invoke(app, ["verify", str(run)])
+    assert result.exit_code == 2 and "is not an export folder" in result.stderr
