@@ -48,12 +48,16 @@ def file_hashes(folder: Path) -> dict[str, str]:
     }
 
 
-def check_manifest(folder: Path) -> dict:
-    """The folder's manifest, after checking every file against its sha256 (tampering, truncation)."""
+def check_manifest(folder: Path, stage: str = "export") -> dict:
+    """The manifest of a `stage` folder, after checking every file against its sha256 (tampering,
+    truncation); a folder written by another stage is refused first."""
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
     except (OSError, json.JSONDecodeError):
-        raise UserError(f"{folder} has no readable {MANIFEST_FILE}: export it again") from None
+        raise UserError(f"{folder} has no readable {MANIFEST_FILE}: is it an {stage} folder?") from None
+    if manifest.get("stage") != stage:
+        raise UserError(f"{folder} is not an {stage} folder (its manifest says {manifest.get('stage')!r}): "
+                        f"run `hyperexport {stage}` to make one")
     found, expected = file_hashes(folder), manifest.get("files", {})
     for name, digest in expected.items():
         if found.get(name) != digest:

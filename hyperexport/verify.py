@@ -41,9 +41,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task <task>`")
-    manifest = artifacts.check_manifest(export_dir)
-    if manifest.get("stage") != "export":
-        raise UserError(f"{export_dir} is not an export folder: run `hyperexport export --task <task>`")
+    manifest = artifacts.check_manifest(export_dir, "export")
     loaded = load_run(run if run is not None else manifest["source_run"])
     task = manifest["task"]
     folded, facts = load_folded_task(loaded.path / TASKS_DIR / task)
