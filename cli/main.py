@@ -128,6 +128,37 @@ def verify(
         raise typer.Exit(code=1)
 
 
+@app.command(epilog="Example: hyperexport predict exports/rte/onnx "
+                     "'{\"sentence1\": \"a cat sings\", \"sentence2\": \"a cat\"}'  |  "
+                     "hyperexport predict exports/rte/onnx --input examples.jsonl --json")
+@user_errors
+def predict(
+    export_dir: Annotated[Path, typer.Argument(help="An export folder (hyperexport export).", show_default=False)],
+    text: Annotated[Optional[str], typer.Argument(
+        help="One example: a JSON object of the task's fields, or the plain text of a one-field task.",
+        show_default=False)] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", help="JSONL file, one JSON object per line.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Label new examples with an export folder (ONNX Runtime on the CPU); warns on truncated inputs."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hyperexport.predict import predict as predict_examples
+
+    results = predict_examples(export_dir, text=text, input_file=input_file)
+    if json_output:
+        print_json(results)
+        return
+    with_probability = "probabilities" in results[0]
+    table = Table("index", "label", *(["probability"] if with_probability else []))
+    for row in results:  # Text: a generated label is never read as rich markup
+        extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
+        table.add_row(str(row["index"]), Text(row["label"]), *extra)
+    Console().print(table)
+
+
 @app.command(epilog="Example: hyperexport params recipes/glue-t5-base-hyperformer++.yaml --json")
 @user_errors
 def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
