@@ -96,19 +96,17 @@ def export(
     run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest.")] = None,
     format: Annotated[str, typer.Option(help="onnx (TensorRT engines build on it).")] = "onnx",
     head: Annotated[str, typer.Option(help="generate, classify or both.")] = "both",
-    precision: Annotated[str, typer.Option(help="fp32.")] = "fp32",
-    opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 17,
+    precision: Annotated[str, typer.Option(help="fp32, or int8 (dynamic quantization, CPU).")] = "fp32",
+    opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 18,
     output: Annotated[Optional[Path], typer.Option(help="Export folder; default exports/<task>/<format>/.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
 ) -> None:
-    """Export a materialized task as ONNX graphs with no hypernetwork inside."""
+    """Export a materialized task as ONNX graphs with no hypernetwork inside (default exports/<task>/onnx/)."""
     from hyperexport.onnx_export import export_onnx
 
     if format != "onnx":
         raise UserError(f"format '{format}' is not available yet: this version exports onnx")
-    if precision != "fp32":
-        raise UserError(f"precision '{precision}' is not available yet: this version exports fp32")
-    typer.echo(f"exported: {export_onnx(run, task, head, opset, output, overwrite)}")
+    typer.echo(f"exported: {export_onnx(run, task, head, opset, output, overwrite, precision)}")
 
 
 @app.command(epilog="Example: hyperexport verify exports/rte/onnx --json")

@@ -156,3 +156,19 @@ def test_an_edited_export_is_detected_by_its_manifest(exported, tmp_path):
     (copy / "encoder_model.onnx").unlink()
     with pytest.raises(UserError, match="is missing"):
         artifacts.check_manifest(copy)
+
+
+def test_export_cli_int8_goes_to_its_own_default_folder(exported, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hyperexport_cli.main import app
+
+    run, _ = exported
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["export", "--run", str(run), "--task", "rte", "--head", "classify",
+                                      "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "exports" / "rte" / "onnx-int8" / "manifest.json").read_text())
+    assert (manifest["precision"], manifest["opset"]) == ("int8", 18)
+    bad = CliRunner().invoke(app, ["export", "--run", str(run), "--task", "rte", "--precision", "fp8"])
+    assert bad.exit_code == 2 and "precision 'fp8' is not available for onnx" in bad.stderr
