@@ -37,7 +37,7 @@ class LabelScorer(nn.Module):
         self.register_buffer("decoder_input_ids", model._shift_right(label_ids), persistent=False)  # [K, T]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # [B, S] -> [B, K]
-        batch, (num_labels, length) = input_ids.shape[0], self.label_ids.shape
+        batch, num_labels = input_ids.shape[0], self.label_ids.shape[0]
         encoded = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                      use_cache=False).last_hidden_state  # [B, S, d]
         hidden = encoded.repeat_interleave(num_labels, dim=0)  # [B*K, S, d]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -42,3 +43,18 @@ def token_batch():
     attention_mask[1, 6:] = 0
     decoder_input_ids = torch.randint(3, 300, (4, 5), generator=generator)
     return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+
+
+TINY_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
+
+
+def tiny_rte_export(root: Path) -> tuple[Path, Path]:
+    """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder)."""
+    from hyperexport.materialize import materialize
+    from hyperexport.onnx_export import export_onnx
+    from hyperexport.recipe import load_recipe
+    from hyperexport.training.loop import train
+
+    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
+    materialize(run, ["rte"])
+    return run, export_onnx(run, "rte", head="both", output=root / "exports" / "rte" / "onnx")

@@ -11,28 +11,23 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import TINY_RECIPE, tiny_rte_export
 
 from hyperexport import artifacts
 from hyperexport.data.collate import collate
 from hyperexport.errors import UserError
 from hyperexport.fold import load_folded_task
-from hyperexport.materialize import materialize
 from hyperexport.onnx_export import CLASSIFY_FILE, LabelScorer, export_onnx, label_token_ids
 from hyperexport.recipe import load_recipe
 from hyperexport.run import load_run
-from hyperexport.training.loop import train
 from hyperexport.training.task_data import load_task_data
 
-TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 ATOL_FP32 = 1e-4  # the fp32 bound for logits and scores
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("onnx")
-    run = train(load_recipe(TINY), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, ["rte"])
-    return run, export_onnx(run, "rte", head="both", output=root / "exports" / "rte" / "onnx")
+    return tiny_rte_export(tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def test_export_folder_holds_the_graphs_tokenizer_and_a_manifest_of_hashes(expor
 
 def test_graphs_contain_no_hypernetwork(exported):
     _, folder = exported
-    recipe = load_recipe(TINY)
+    recipe = load_recipe(TINY_RECIPE)
     task_dim = recipe.model.task_embedding_dim  # 16: no backbone tensor of t5-test has this size
     for path in folder.glob("*.onnx"):
         graph = onnx.load(str(path)).graph

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
+from conftest import tiny_rte_export
 from typer.testing import CliRunner
 
 from hyperexport import artifacts
-from hyperexport.materialize import materialize
 from hyperexport.onnx_export import export_onnx
-from hyperexport.recipe import load_recipe
-from hyperexport.training.loop import train
 from hyperexport.verify import verify
 from hyperexport_cli.main import app
 
-TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("verify")
-    run = train(load_recipe(TINY), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, ["rte"])
-    return run, export_onnx(run, "rte", head="both", output=root / "exports" / "rte" / "onnx")
+    return tiny_rte_export(tmp_path_factory.mktemp("verify"))
 
 
 def test_verify_passes_and_writes_the_report(exported):
