@@ -35,11 +35,8 @@ def materialize(run: str | Path | None = None, tasks: list[str] | None = None, o
     from hyperexport.run import load_run
 
     loaded = load_run(run)
-    known = list(loaded.model.task_names)
-    chosen = tasks or known
-    unknown = [t for t in chosen if t not in known]
-    if unknown:
-        raise UserError(f"task '{unknown[0]}' is not in the run {loaded.path.name}: its tasks are {', '.join(known)}")
+    chosen = tasks or list(loaded.model.task_names)
+    loaded.check_tasks(chosen)
     if output is not None and len(chosen) > 1:
         raise UserError("--output names one task folder: materialize one --task with it, or drop --output")
     destinations = {t: output or loaded.path / TASKS_DIR / t for t in chosen}
@@ -79,9 +76,8 @@ def _materialize_one(loaded, task: str, destination: Path) -> Path:
 
 def _task_facts(loaded, task: str) -> dict:
     from hyperexport.tasks.registry import max_target_tokens
-    from hyperexport.training.task_data import task_spec
 
-    spec = task_spec(next(t for t in loaded.recipe.tasks if t.name == task))
+    spec = loaded.task_spec(task)
     config = loaded.model.model_config
     return {
         "task": task,

@@ -22,6 +22,7 @@ from hyperexport.errors import UserError
 HEADS = ("generate", "classify", "both")
 PRECISIONS = ("fp32", "int8")  # int8: ONNX Runtime dynamic quantization of the MatMuls, a CPU artifact
 CLASSIFY_FILE = "classify_model.onnx"
+ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_model.onnx"  # optimum's names for the generate head
 IO_SPEC_FILE = "io_spec.json"
 DEFAULT_OPSET = 18  # optimum recommends at least 18 for T5
 

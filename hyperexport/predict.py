@@ -21,10 +21,9 @@ from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.materialize import TASK_FILE
 from hyperexport.model.build import load_tokenizer
-from hyperexport.onnx_export import CLASSIFY_FILE
+from hyperexport.onnx_export import CLASSIFY_FILE, ENCODER_FILE
 from hyperexport.tasks.registry import template_fields
 
-ENCODER_FILE = "encoder_model.onnx"  # optimum's generate graphs: present with head generate or both
 BATCH_SIZE = 16
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
 _ONE_SOURCE = "pass the examples as TEXT or as --input FILE.jsonl (exactly one of them)"

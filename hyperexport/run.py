@@ -17,6 +17,19 @@ class LoadedRun:
     tokenizer: object
     model: object  # HyperT5, eval mode, trained weights loaded
 
+    def check_tasks(self, tasks: list[str]) -> None:
+        """Refuse task names the run was not trained on (one line naming the run's tasks)."""
+        known = list(self.model.task_names)
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise UserError(f"task '{unknown[0]}' is not in the run {self.path.name}: its tasks are {', '.join(known)}")
+
+    def task_spec(self, task: str):
+        """The TaskSpec of one of the run's tasks (registry or recipe-declared)."""
+        from hyperexport.training.task_data import task_spec
+
+        return task_spec(next(t for t in self.recipe.tasks if t.name == task))
+
 
 def load_run(run: str | Path | None = None) -> LoadedRun:
     """The run at `run` (default runs/latest), ready for inference."""
@@ -43,10 +56,7 @@ def evaluate_run(run: str | Path | None = None, tasks: list[str] | None = None, 
     from hyperexport.training.task_data import load_task_data
 
     loaded = load_run(run)
-    known = [t.name for t in loaded.recipe.tasks]
-    unknown = [t for t in tasks or [] if t not in known]
-    if unknown:
-        raise UserError(f"task '{unknown[0]}' is not in the run {loaded.path.name}: its tasks are {', '.join(known)}")
+    loaded.check_tasks(tasks or [])
     data = {name: d for name, d in load_task_data(loaded.recipe).items() if not tasks or name in tasks}
     result = evaluate_tasks(loaded.model, loaded.tokenizer, data, split,
                             batch_size or loaded.recipe.train.eval_batch_size,

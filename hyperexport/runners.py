@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from hyperexport.onnx_export import DECODER_FILE, ENCODER_FILE
+
 
 @dataclass(frozen=True)
 class ParityInputs:
@@ -77,10 +79,10 @@ class OnnxRuntimeRunner:
     def __enter__(self) -> "OnnxRuntimeRunner":
         import onnxruntime as ort
 
-        for name in ("encoder_model.onnx", "decoder_model.onnx", self.classify_file):
+        for name in (ENCODER_FILE, DECODER_FILE, self.classify_file):
             if (self.export_dir / name).is_file():
                 self.sessions[name] = ort.InferenceSession(str(self.export_dir / name), providers=["CPUExecutionProvider"])
-        if "decoder_model.onnx" in self.sessions:
+        if DECODER_FILE in self.sessions:
             from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
             self.generator = ORTModelForSeq2SeqLM.from_pretrained(self.export_dir, use_cache=True, use_merged=False)
@@ -102,8 +104,8 @@ class OnnxRuntimeRunner:
         return outputs
 
     def _logits(self, feeds: dict, decoder_input_ids: np.ndarray) -> np.ndarray:
-        hidden = self.sessions["encoder_model.onnx"].run(None, feeds)[0]
-        decoder = self.sessions["decoder_model.onnx"]
+        hidden = self.sessions[ENCODER_FILE].run(None, feeds)[0]
+        decoder = self.sessions[DECODER_FILE]
         available = {"input_ids": decoder_input_ids, "encoder_hidden_states": hidden,
                      "encoder_attention_mask": feeds["attention_mask"]}
         wanted = {i.name for i in decoder.get_inputs()}

@@ -70,7 +70,7 @@ def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,
     from hyperexport.data.collate import collate
     from hyperexport.training.task_data import load_task_data
 
-    examples = load_task_data(loaded.recipe, splits=("train", "test"))[task].test[:max_examples]
+    examples = load_task_data(loaded.recipe, splits=("test",))[task].test[:max_examples]
     batch = collate(loaded.tokenizer, examples, {task: 0}, facts["max_source_length"], facts["max_new_tokens"])
     inputs = ParityInputs(batch["input_ids"], batch["attention_mask"],
                           loaded.model.backbone._shift_right(batch["labels"]), label_ids, facts["max_new_tokens"])
@@ -119,9 +119,7 @@ def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: 
                    tolerances: dict[str, dict]) -> list[dict]:
     """The task metric of each head's predictions per runner; each must equal the reference's."""
     from hyperexport.tasks.metrics import compute_metrics
-    from hyperexport.training.task_data import task_spec
-
-    spec = task_spec(next(t for t in loaded.recipe.tasks if t.name == task))
+    spec = loaded.task_spec(task)
     rows = []
     for head, predict in (("classify", lambda o: [facts["labels"][i] for i in o["scores"].argmax(1)]),
                           ("generate", lambda o: [t.strip() for t in loaded.tokenizer.batch_decode(o["tokens"], skip_special_tokens=True)])):
