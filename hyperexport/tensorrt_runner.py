@@ -1,0 +1,170 @@
+"""Running an engine folder (`export --format tensorrt`): `TensorRTEngines` runs one plan at a time on
+named numpy arrays (torch CUDA tensors as the buffers, `set_input_shape` / `set_tensor_address` /
+`execute_async_v3`); `TensorRTRunner` is the `verify` runner over it, of the same shape as
+`runners.OnnxRuntimeRunner` (logits, label scores, greedy tokens via `generation.greedy_generate`).
+
+A plan runs only on the TensorRT version and GPU model that built it: before deserializing anything,
+the manifest's `tensorrt_version`, `compute_capability` and `gpu_name` are compared with this machine's
+(`check_plan_compatible`, pure Python) and a mismatch is a one-line UserError saying how to rebuild.
+Inputs outside the engine's optimization profile are refused the same way (`check_in_profile`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hyperexport import artifacts
+from hyperexport.errors import UserError
+from hyperexport.generation import GENERATE_GRAPHS, greedy_generate
+from hyperexport.runners import ParityInputs
+from hyperexport.tensorrt_build import plan_name, require_tensorrt
+
+# verify's bounds for engines (max |delta| against the hypernetwork model, like verify.TOLERANCES).
+# fp32 plans are built with TF32 off; kernels still sum in another order than PyTorch, hence 1e-3 rather
+# than ONNX Runtime's 1e-4. Not yet measured on a GPU: scripts/gpu_check.sh reports the figures.
+TENSORRT_TOLERANCES = {
+    "fp32": {"logits": 1e-3, "scores": 1e-3, "tokens": 0.0, "metric": 0.0},
+    "bf16": {"logits": 1.0, "scores": 1.0, "tokens": 0.05, "metric": 1.0},
+    "fp16": {"logits": 0.5, "scores": 0.5, "tokens": 0.05, "metric": 1.0},
+}
+_PLAN_FACTS = ("tensorrt_version", "compute_capability", "gpu_name")
+
+
+def check_plan_compatible(folder: Path, manifest: dict, current: dict) -> None:
+    """Refuse plans built with another TensorRT version or on another GPU model than `current`
+    (`tensorrt_build.device_facts`)."""
+    different = [fact for fact in _PLAN_FACTS if str(manifest.get(fact)) != str(current.get(fact))]
+    if different:
+        built = f"TensorRT {manifest.get('tensorrt_version')} on {manifest.get('gpu_name')} (sm {manifest.get('compute_capability')})"
+        here = f"TensorRT {current.get('tensorrt_version')} on {current.get('gpu_name')} (sm {current.get('compute_capability')})"
+        raise UserError(f"{folder} holds plans built with {built}, but this machine has {here}: rebuild them here with "
+                        f"`hyperexport export --task {manifest.get('task', '<task>')} --format tensorrt --overwrite`")
+
+
+def check_in_profile(graph: str, name: str, shape: tuple[int, ...], profile: dict[str, list[int]]) -> None:
+    """Refuse an input shape outside the engine's min..max shapes (one line, naming the flag to change)."""
+    low, high = profile["min"], profile["max"]
+    if len(shape) != len(low) or any(not lo <= s <= hi for s, lo, hi in zip(shape, low, high)):
+        raise UserError(f"{graph} input {name} has shape {list(shape)}, outside the engine's profile {low}..{high}: "
+                        "rebuild with wider --batch / --seq ranges")
+
+
+def open_engine_folder(export_dir: Path) -> dict:
+    """The manifest of an engine folder, after the hash check; refuses other formats."""
+    manifest = artifacts.check_manifest(Path(export_dir), "export")
+    if manifest.get("format") != "tensorrt":
+        raise UserError(f"{export_dir} is a {manifest.get('format')} export, not TensorRT engines: "
+                        "run `hyperexport export --task <task> --format tensorrt`")
+    return manifest
+
+
+class TensorRTEngines:
+    """The plans of an engine folder, deserialized once; `run(graph file, inputs) -> outputs`."""
+
+    def __init__(self, export_dir: Path):
+        self.export_dir = Path(export_dir)
+        self.manifest = open_engine_folder(self.export_dir)
+        self.trt = None
+        self.engines: dict = {}
+
+    def __enter__(self) -> "TensorRTEngines":
+        from hyperexport.tensorrt_build import device_facts
+
+        trt = require_tensorrt()
+        check_plan_compatible(self.export_dir, self.manifest, device_facts(trt))
+        self.trt = trt
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        for graph in self.manifest["profiles"]:
+            engine = runtime.deserialize_cuda_engine((self.export_dir / plan_name(graph)).read_bytes())
+            if engine is None:
+                raise UserError(f"TensorRT could not load {self.export_dir / plan_name(graph)}: rebuild the engines")
+            self.engines[graph] = (engine, engine.create_execution_context())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.engines = {}
+
+    def has(self, graph: str) -> bool:
+        return graph in self.manifest["profiles"]
+
+    def _torch_dtype(self, dtype):
+        import torch
+
+        names = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
+                 "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
+        for name, torch_dtype in names.items():
+            if dtype == getattr(self.trt.DataType, name, None):
+                return torch_dtype
+        raise UserError(f"engine tensor type {dtype} is not supported by the runner")
+
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        engine, context = self.engines[graph]
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT for n in names}
+        buffers = {}  # kept alive until the stream is done
+        for name in (n for n in names if is_input[n]):
+            if name not in inputs:
+                raise UserError(f"{graph} needs input {name}")
+            tensor = torch.as_tensor(np.ascontiguousarray(inputs[name]))
+            check_in_profile(graph, name, tuple(tensor.shape), self.manifest["profiles"][graph][name])
+            buffers[name] = tensor.to(device="cuda", dtype=self._torch_dtype(engine.get_tensor_dtype(name))).contiguous()
+            context.set_input_shape(name, tuple(buffers[name].shape))
+        for name in (n for n in names if not is_input[n]):
+            shape = tuple(context.get_tensor_shape(name))
+            buffers[name] = torch.empty(shape, dtype=self._torch_dtype(engine.get_tensor_dtype(name)), device="cuda")
+        for name, tensor in buffers.items():
+            context.set_tensor_address(name, tensor.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execution of {graph} failed")
+        stream.synchronize()
+        return {name: _to_numpy(buffers[name]) for name in names if not is_input[name]}
+
+    def graph_infer(self):
+        """`generation.GraphInfer` over the generate plans."""
+        return lambda graph, inputs: self.run(GENERATE_GRAPHS[graph], inputs)
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    import torch
+
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
+
+
+class TensorRTRunner:
+    """`verify`'s runner over an engine folder: whichever heads it holds."""
+
+    name = "tensorrt"
+
+    def __init__(self, export_dir: Path, classify_file: str):
+        self.export_dir, self.classify_file = Path(export_dir), classify_file
+        self.engines = TensorRTEngines(export_dir)
+        task = json.loads((self.export_dir / "config.json").read_text()) if (self.export_dir / "config.json").is_file() else {}
+        self.config = task  # optimum's T5 config.json: decoder start, eos and pad token ids
+
+    def __enter__(self) -> "TensorRTRunner":
+        self.engines.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.engines.__exit__(*exc)
+
+    def infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": inputs.input_ids.numpy(), "attention_mask": inputs.attention_mask.numpy()}
+        outputs = {}
+        if self.engines.has(self.classify_file):
+            outputs["scores"] = self.engines.run(self.classify_file, feeds)["scores"]
+        if self.engines.has(GENERATE_GRAPHS["decoder"]):
+            hidden = self.engines.run(GENERATE_GRAPHS["encoder"], feeds)["last_hidden_state"]
+            outputs["logits"] = self.engines.run(GENERATE_GRAPHS["decoder"], {
+                "input_ids": inputs.decoder_input_ids.numpy(), "encoder_hidden_states": hidden,
+                "encoder_attention_mask": feeds["attention_mask"]})["logits"]
+            outputs["tokens"] = greedy_generate(
+                self.engines.graph_infer(), feeds["input_ids"], feeds["attention_mask"], inputs.max_new_tokens,
+                self.config["decoder_start_token_id"], self.config["eos_token_id"], self.config["pad_token_id"])
+        return outputs
