@@ -89,23 +89,35 @@ def materialize(
         typer.echo(f"materialized: {folder}")
 
 
-@app.command(epilog="Example: hyperexport export --task rte --format onnx --head both")
+@app.command(epilog="Example: hyperexport export --task rte --format onnx --head both  |  "
+                     "hyperexport export --task rte --format tensorrt --precision bf16 --batch 1:8:32 --seq 1:64:256")
 @user_errors
 def export(
     task: Annotated[str, typer.Option(help="A materialized task of the run.")],
     run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest.")] = None,
-    format: Annotated[str, typer.Option(help="onnx (TensorRT engines build on it).")] = "onnx",
+    format: Annotated[str, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = "onnx",
     head: Annotated[str, typer.Option(help="generate, classify or both.")] = "both",
-    precision: Annotated[str, typer.Option(help="fp32, or int8 (dynamic quantization, CPU).")] = "fp32",
+    precision: Annotated[str, typer.Option(
+        help="fp32; int8 (onnx: dynamic quantization, CPU); fp16 or bf16 (tensorrt).")] = "fp32",
     opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 18,
+    batch: Annotated[str, typer.Option(help="tensorrt: batch profile min:opt:max.")] = "1:8:32",
+    seq: Annotated[str, typer.Option(help="tensorrt: source-length profile min:opt:max.")] = "1:64:256",
+    timing_cache: Annotated[Optional[Path], typer.Option(
+        help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Export folder; default exports/<task>/<format>/.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
 ) -> None:
-    """Export a materialized task as ONNX graphs with no hypernetwork inside (default exports/<task>/onnx/)."""
+    """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them."""
+    if format == "tensorrt":
+        from hyperexport.tensorrt_build import export_tensorrt
+
+        folder = export_tensorrt(run, task, head, precision, batch, seq, output, overwrite, opset, timing_cache)
+        typer.echo(f"exported: {folder}")
+        return
     from hyperexport.onnx_export import export_onnx
 
     if format != "onnx":
-        raise UserError(f"format '{format}' is not available yet: this version exports onnx")
+        raise UserError(f"unknown format '{format}': use onnx or tensorrt")
     typer.echo(f"exported: {export_onnx(run, task, head, opset, output, overwrite, precision)}")
 
 
@@ -115,12 +127,14 @@ def verify(
     export_dir: Annotated[Path, typer.Argument(help="An export folder (hyperexport export).", show_default=False)],
     run: Annotated[Optional[Path], typer.Option(help="Run folder; default the one the export came from.")] = None,
     max_examples: Annotated[int, typer.Option(min=1, help="Evaluation examples to run.")] = 200,
+    tensorrt_check: Annotated[bool, typer.Option(
+        help="Also check the ONNX graphs for TensorRT (always on for tensorrt exports).")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Compare PyTorch (hypernetwork, folded) and ONNX Runtime on the same inputs; exit 1 on any mismatch."""
+    """Compare PyTorch (hypernetwork, folded) and the export (ONNX Runtime or TensorRT) on the same inputs; exit 1 on any mismatch."""
     from hyperexport.verify import verify as verify_export
 
-    report = verify_export(export_dir, run, max_examples)
+    report = verify_export(export_dir, run, max_examples, tensorrt_check)
     print_json(report) if json_output else print_parity(report)
     if not report["passed"]:
         raise typer.Exit(code=1)
@@ -155,6 +169,30 @@ def predict(
         extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
         table.add_row(str(row["index"]), Text(row["label"]), *extra)
     Console().print(table)
+
+
+@app.command(epilog="Example: hyperexport deploy --task rte --format onnx --triton-repo triton-repo  |  "
+                     "hyperexport deploy --task rte --format tensorrt --triton-repo triton-repo --overwrite")
+@user_errors
+def deploy(
+    task: Annotated[str, typer.Option(help="The exported task.")],
+    format: Annotated[str, typer.Option(help="tensorrt (plans) or onnx.")] = "tensorrt",
+    triton_repo: Annotated[Path, typer.Option(
+        help="Deployment folder: models/ is the Triton model repository, clients/<task>/ the client.")] = Path("triton-repo"),
+    export_dir: Annotated[Optional[Path], typer.Option("--export", help="Export folder; default exports/<task>/<format>/.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the task's models and client folder.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Write a verified export as Triton models (config.pbtxt from the io spec, checked with Triton's protobuf) and a client folder."""
+    from hyperexport.deploy import deploy as deploy_task
+
+    description = deploy_task(task, format, triton_repo, export_dir, overwrite)
+    if json_output:
+        print_json(description)
+        return
+    typer.echo(f"deployed {task} ({format}, {description['precision']}): {', '.join(description['models'].values())}")
+    typer.echo(f"serve: tritonserver --model-repository {triton_repo / 'models'}")
+    typer.echo(f"query: python {triton_repo / 'clients' / task / 'client.py'} '<JSON example>'")
 
 
 @app.command(epilog="Example: hyperexport params recipes/glue-t5-base-hyperformer++.yaml --json")

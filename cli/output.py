@@ -46,4 +46,9 @@ def print_parity(report: dict) -> None:
     for metric in report["metrics"]:
         values = "; ".join(f"{runner} {value}" for runner, value in metric["values"].items())
         Console().print(f"{metric['head']} metric: {values} -> {'equal' if metric['passed'] else 'DIFFERENT'}")
+    compatibility = report.get("tensorrt_compatibility")
+    if compatibility is not None:
+        problems = [p for found in compatibility["graphs"].values() for p in found]
+        Console().print(f"TensorRT {compatibility['tensorrt_operator_list']} compatibility: "
+                        + ("ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"), markup=False)
     Console().print("parity passed" if report["passed"] else "parity FAILED")

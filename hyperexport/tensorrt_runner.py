@@ -67,15 +67,14 @@ class TensorRTEngines:
     def __init__(self, export_dir: Path):
         self.export_dir = Path(export_dir)
         self.manifest = open_engine_folder(self.export_dir)
-        self.trt = None
+        self.trt = require_tensorrt()  # fails early, before any other runner has run
         self.engines: dict = {}
 
     def __enter__(self) -> "TensorRTEngines":
         from hyperexport.tensorrt_build import device_facts
 
-        trt = require_tensorrt()
+        trt = self.trt
         check_plan_compatible(self.export_dir, self.manifest, device_facts(trt))
-        self.trt = trt
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         for graph in self.manifest["profiles"]:
             engine = runtime.deserialize_cuda_engine((self.export_dir / plan_name(graph)).read_bytes())

@@ -137,3 +137,15 @@ def require_compatible(folder: Path, ranges: ShapeRanges, tensorrt_version: str 
         more = f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
         raise UserError(f"not TensorRT-compatible: {found[0]}{more}")
     return report
+
+
+def export_compatibility(export_dir: Path, manifest: dict) -> dict:
+    """`check_export` for an export folder: an engine folder's source graphs against its own TensorRT
+    version and profiles, an ONNX export's graphs against the newest list and the default profiles."""
+    if manifest.get("format") == "tensorrt":
+        from hyperexport.tensorrt_build import SOURCE_DIR
+
+        batch, seq = (":".join(map(str, manifest["profile_ranges"][key])) for key in ("batch", "seq"))
+        return check_export(Path(export_dir) / SOURCE_DIR, ShapeRanges.from_flags(batch, seq),
+                            manifest.get("tensorrt_version"))
+    return check_export(Path(export_dir), ShapeRanges.from_flags())

@@ -17,6 +17,8 @@ import torch
 from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner
+from hyperexport.tensorrt_runner import TENSORRT_TOLERANCES, TensorRTRunner
+from hyperexport.trt_compat import export_compatibility
 
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
 # metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
@@ -31,8 +33,10 @@ REFERENCE = "torch_hypernet"
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
-def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: int = 200) -> dict:
-    """Compare every runner with the hypernetwork model; write and return the parity report."""
+def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: int = 200,
+           tensorrt_check: bool = False) -> dict:
+    """Compare every runner with the hypernetwork model; write and return the parity report. TensorRT
+    engine folders (and ONNX exports with `tensorrt_check`) also get the CPU TensorRT-compatibility check."""
     from hyperexport.fold import load_folded_task
     from hyperexport.materialize import TASKS_DIR
     from hyperexport.onnx_export import CLASSIFY_FILE, label_token_ids
@@ -42,24 +46,31 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     if not export_dir.is_dir():
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task <task>`")
     manifest = artifacts.check_manifest(export_dir, "export")
+    tensorrt = manifest.get("format") == "tensorrt"
+    compatibility = export_compatibility(export_dir, manifest) if tensorrt or tensorrt_check else None
     loaded = load_run(run if run is not None else manifest["source_run"])
     task = manifest["task"]
     folded, facts = load_folded_task(loaded.path / TASKS_DIR / task)
     label_ids = label_token_ids(loaded.tokenizer, facts["labels"])
     evaluation, targets = _evaluation_inputs(loaded, task, facts, label_ids, max_examples)
     input_sets = {"evaluation": evaluation, "random": _random_inputs(loaded, facts, label_ids)}
+    exported = (TensorRTRunner if tensorrt else OnnxRuntimeRunner)(export_dir, CLASSIFY_FILE)
     runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)),
-               TorchRunner("torch_folded", folded), OnnxRuntimeRunner(export_dir, CLASSIFY_FILE)]
+               TorchRunner("torch_folded", folded), exported]
     outputs = {}
     for runner in runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    tolerances = {"torch_folded": TOLERANCES["fp32"], OnnxRuntimeRunner.name: TOLERANCES[manifest["precision"]]}
+    tolerances = {"torch_folded": TOLERANCES["fp32"],
+                  exported.name: (TENSORRT_TOLERANCES if tensorrt else TOLERANCES)[manifest["precision"]]}
     comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
     metrics = _metric_parity({r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
               "precision": manifest["precision"], "comparisons": comparisons, "metrics": metrics,
               "passed": all(c["passed"] for c in comparisons + metrics)}
+    if compatibility is not None:
+        report["tensorrt_compatibility"] = compatibility
+        report["passed"] = report["passed"] and compatibility["passed"]
     artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
     return report
 
