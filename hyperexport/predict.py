@@ -1,4 +1,5 @@
-"""`predict`: labels for new examples from an export folder, on the CPU with ONNX Runtime.
+"""`predict`: labels for new examples from an export folder: ONNX Runtime on the CPU, or TensorRT plans
+(an engine folder, on an NVIDIA GPU).
 
 The examples are dicts of the task's template fields (from a list, one TEXT, or a JSONL file). Each is
 formatted with the template in `task.json` and tokenised with the export's tokenizer exactly as in
@@ -23,6 +24,7 @@ from hyperexport.materialize import TASK_FILE
 from hyperexport.model.build import load_tokenizer
 from hyperexport.onnx_export import CLASSIFY_FILE, ENCODER_FILE
 from hyperexport.tasks.registry import template_fields
+from hyperexport.tensorrt_build import plan_name
 
 BATCH_SIZE = 16
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
@@ -48,6 +50,8 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     sources = [facts["template"].format(**row) for row in rows]
     tokenizer = load_tokenizer(str(folder / artifacts.TOKENIZER_DIR))
     warn_truncated(tokenizer, sources, facts["max_source_length"])
+    if (folder / plan_name(CLASSIFY_FILE)).is_file() or (folder / plan_name(ENCODER_FILE)).is_file():
+        return _tensorrt(folder, tokenizer, sources, facts, batch_size)
     if (folder / CLASSIFY_FILE).is_file():
         return _classify(folder, tokenizer, sources, facts, batch_size)
     return _generate(folder, tokenizer, sources, facts, batch_size)
@@ -59,10 +63,11 @@ def open_export(export_dir: str | Path) -> tuple[Path, dict]:
     if not (folder / artifacts.MANIFEST_FILE).is_file():
         raise UserError(f"no export at {folder}: {_EXPORT_HINT}")
     manifest = artifacts.check_manifest(folder, stage="export")  # also refuses a folder of another stage
-    if manifest.get("format") != "onnx":
-        raise UserError(f"{folder} is a {manifest.get('format')} export; predict runs onnx exports: "
+    if manifest.get("format") not in ("onnx", "tensorrt"):
+        raise UserError(f"{folder} is a {manifest.get('format')} export; predict runs onnx and tensorrt exports: "
                         "run `hyperexport export --task <task> --format onnx`")
-    if not (folder / CLASSIFY_FILE).is_file() and not (folder / ENCODER_FILE).is_file():
+    graphs = (CLASSIFY_FILE, ENCODER_FILE) if manifest["format"] == "onnx" else map(plan_name, (CLASSIFY_FILE, ENCODER_FILE))
+    if not any((folder / graph).is_file() for graph in graphs):
         raise UserError(f"{folder} has neither {CLASSIFY_FILE} nor {ENCODER_FILE}: {_EXPORT_HINT}")
     return folder, json.loads((folder / TASK_FILE).read_text())
 
@@ -195,4 +200,24 @@ def _generate(folder: Path, tokenizer, sources: list[str], facts: dict, batch_si
     for batch in _batches(tokenizer, sources, facts["max_source_length"], batch_size, "pt"):
         out = model.generate(**batch, max_new_tokens=facts["max_new_tokens"], do_sample=False, num_beams=1)
         texts += [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return [{"index": index, "label": text} for index, text in enumerate(texts)]
+
+
+def _tensorrt(folder: Path, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
+    """Classify or generate with an engine folder's plans (needs an NVIDIA GPU and tensorrt)."""
+    from hyperexport.generation import greedy_generate
+    from hyperexport.tensorrt_runner import TensorRTEngines
+
+    batches = _batches(tokenizer, sources, facts["max_source_length"], batch_size, "np")
+    with TensorRTEngines(folder) as engines:
+        if engines.has(CLASSIFY_FILE):
+            scores = np.concatenate([engines.run(CLASSIFY_FILE, batch)["scores"] for batch in batches])
+            return label_results(scores, facts["labels"])
+        ids = json.loads((folder / "config.json").read_text())
+        texts: list[str] = []
+        for batch in batches:
+            tokens = greedy_generate(engines.graph_infer(), batch["input_ids"], batch["attention_mask"],
+                                     facts["max_new_tokens"], ids["decoder_start_token_id"], ids["eos_token_id"],
+                                     ids["pad_token_id"])
+            texts += [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return [{"index": index, "label": text} for index, text in enumerate(texts)]
