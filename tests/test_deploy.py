@@ -1,0 +1,182 @@
+"""Triton deployment on the CPU: config.pbtxt from the io spec parsed with Triton's own protobuf, the
+client-side greedy loop against PyTorch, `deploy --format onnx` end to end, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_rte_export
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from hyperexport import artifacts
+from hyperexport.deploy import onnxruntime_model_infer, run_deployed
+from hyperexport.errors import UserError
+from hyperexport.generation import greedy_generate, onnxruntime_infer
+from hyperexport.predict import predict
+from hyperexport.run import load_run
+from hyperexport.triton_config import check_model_config, model_config, triton_dims
+from hyperexport.verify import verify
+
+HYPEREXPORT = [sys.executable, "-m", "hyperexport_cli"]
+TRITON_TYPES = {"float": "TYPE_FP32", "int64": "TYPE_INT64"}
+EXAMPLES = [{"sentence1": "the red fox runs on the hill", "sentence2": "the fox is not red"},
+            {"sentence1": "a cat sings", "sentence2": "a cat"}, {"sentence1": "x", "sentence2": "y z"}]
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory):
+    """The tiny rte export (both heads) with a passing parity report."""
+    run, folder = tiny_rte_export(tmp_path_factory.mktemp("deploy"))
+    assert verify(folder, max_examples=8)["passed"]
+    return run, folder
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*HYPEREXPORT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def parse(path: Path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+# ---- config.pbtxt ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt, platform", [("onnx", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
+def test_configs_parse_with_tritons_protobuf_and_match_the_io_spec(verified, fmt, platform):
+    spec = json.loads((verified[1] / "io_spec.json").read_text())
+    for graph, described in spec.items():
+        config = text_format.Parse(model_config(f"m_{graph}", described, graph, fmt, 16), model_config_pb2.ModelConfig())
+        assert (config.name, config.platform, config.max_batch_size) == (f"m_{graph}", platform, 16)
+        for declared, specs in ((config.input, described["inputs"]), (config.output, described["outputs"])):
+            assert [t.name for t in declared] == [s["name"] for s in specs]
+            for tensor, expected in zip(declared, specs):
+                assert model_config_pb2.DataType.Name(tensor.data_type) == TRITON_TYPES[expected["dtype"]]
+                assert expected["shape"][0] == "batch_size"  # left out of dims: max_batch_size > 0
+                assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in expected["shape"][1:]]
+        assert config.HasField("dynamic_batching")
+        if fmt == "tensorrt":
+            assert [(g.kind, list(g.profile)) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, ["0"])]
+
+
+def test_the_config_check_finds_a_wrong_dim_name_and_type(verified):
+    described = json.loads((verified[1] / "io_spec.json").read_text())["classify_model.onnx"]
+    text = model_config("rte_classify", described, "classify_model.onnx", "onnx", 8)
+    assert check_model_config(text, "rte_classify", described, "classify_model.onnx", "onnx", 8) == []
+    broken = text.replace("dims: [ 2 ]", "dims: [ 3 ]").replace("TYPE_INT64", "TYPE_INT32", 1)
+    assert check_model_config(broken, "rte_classify", described, "classify_model.onnx", "onnx", 8) == [
+        "input input_ids is TYPE_INT32, the graph's is int64",
+        "output scores has dims [3], the graph's shape is ['batch_size', 2]"]
+    with pytest.raises(text_format.ParseError):  # a typo'd field is caught by the protobuf
+        check_model_config(text.replace("max_batch_size", "max_batch"), "rte_classify", described,
+                           "classify_model.onnx", "onnx", 8)
+
+
+def test_a_tensor_without_a_leading_batch_axis_is_refused():
+    with pytest.raises(UserError, match="has no leading batch_size axis"):
+        triton_dims([4, "batch_size"], "g output o")
+
+
+# ---- the client-side generation loop --------------------------------------------------------------
+@pytest.mark.parametrize("eos", [None, "frequent"])
+def test_greedy_loop_over_onnx_graphs_gives_pytorchs_tokens(verified, eos):
+    run, folder = verified
+    loaded = load_run(run)
+    generator = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(3, 300, (6, 10), generator=generator)
+    input_ids[:, -1] = 1
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, 4:] = 0
+    config = loaded.model.backbone.config
+    task_ids = torch.full((6,), loaded.model.task_id("rte"))
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=6, do_sample=False, num_beams=1)
+    eos_id = config.eos_token_id
+    if eos == "frequent":  # the untrained model never says </s>: call its most common first token the end
+        first = loaded.model.generate(task_ids=task_ids, **{**kwargs, "max_new_tokens": 1})[:, 1]
+        eos_id = int(torch.mode(first).values)
+        assert 0 < int((first == eos_id).sum()) < len(first)  # some rows stop, others go on
+        kwargs["eos_token_id"] = eos_id
+    with torch.no_grad():
+        expected = loaded.model.generate(task_ids=task_ids, **kwargs).numpy()
+    tokens = greedy_generate(onnxruntime_infer(folder), input_ids.numpy(), attention_mask.numpy(), 6,
+                             config.decoder_start_token_id, eos_id, config.pad_token_id)
+    np.testing.assert_array_equal(tokens, expected)
+
+
+# ---- deploy --format onnx -------------------------------------------------------------------------
+def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models_answer_like_predict(verified, tmp_path):
+    run, folder = verified
+    result = cli("deploy", "--task", "rte", "--format", "onnx", "--export", folder, "--triton-repo", "repo",
+                 "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    description = json.loads(result.stdout)
+    repo = tmp_path / "repo"
+    spec = json.loads((folder / "io_spec.json").read_text())
+    assert sorted(p.name for p in (repo / "models").iterdir()) == [
+        "rte_classify", "rte_decoder", "rte_decoder_with_past", "rte_encoder"]
+    for graph, described in spec.items():
+        name = f"rte_{graph.removesuffix('_model.onnx')}"
+        config = parse(repo / "models" / name / "config.pbtxt")
+        assert config.name == name and config.platform == "onnxruntime_onnx"
+        assert [t.name for t in config.input] == [s["name"] for s in described["inputs"]]
+        assert [t.name for t in config.output] == [s["name"] for s in described["outputs"]]
+        assert (repo / "models" / name / "1" / "model.onnx").read_bytes() == (folder / graph).read_bytes()
+    client = repo / "clients" / "rte"
+    assert {p.name for p in client.iterdir()} == {"tokenizer", "task.json", "deploy.json", "client.py"}
+    assert description["head"] == "classify" and description["models"]["encoder"] == "rte_encoder"
+    infer = onnxruntime_model_infer(repo / "models")
+    assert run_deployed(client, EXAMPLES, infer) == predict(folder, EXAMPLES)
+    generated = run_deployed(client, EXAMPLES, infer, head="generate")
+    loaded = load_run(run)
+    facts = json.loads((folder / "task.json").read_text())
+    batch = loaded.tokenizer([facts["template"].format(**e) for e in EXAMPLES], padding="longest", truncation=True,
+                             max_length=facts["max_source_length"], return_tensors="pt")
+    with torch.no_grad():
+        tokens = loaded.model.generate(task_ids=torch.full((3,), loaded.model.task_id("rte")), **batch,
+                                       max_new_tokens=facts["max_new_tokens"], do_sample=False, num_beams=1)
+    assert [r["label"] for r in generated] == [t.strip() for t in loaded.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    local = subprocess.run([sys.executable, client / "client.py", "--local", json.dumps(EXAMPLES[1])],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    assert json.loads(local.stdout)[0]["label"] == predict(folder, EXAMPLES[1:2])[0]["label"]
+
+
+def test_deploy_refuses_existing_models_without_overwrite(verified, tmp_path):
+    folder = verified[1]
+    args = ("deploy", "--task", "rte", "--format", "onnx", "--export", folder, "--triton-repo", "repo")
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode == 2 and "already exists: pass --overwrite" in again.stderr
+    assert cli(*args, "--overwrite", cwd=tmp_path).returncode == 0
+    assert not [p for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.parametrize("report, message", [
+    (None, "has no parity_report.json: run `hyperexport verify"),
+    ({"passed": False, "precision": "fp32"}, "failed verify"),
+    ({"passed": True, "precision": "int8"}, "is for precision int8"),
+])
+def test_deploy_refuses_an_export_without_a_passed_parity_report(verified, tmp_path, report, message):
+    copy = tmp_path / "export"
+    shutil.copytree(verified[1], copy)
+    (copy / artifacts.PARITY_REPORT_FILE).unlink()
+    if report is not None:
+        (copy / artifacts.PARITY_REPORT_FILE).write_text(json.dumps(report))
+    result = cli("deploy", "--task", "rte", "--format", "onnx", "--export", copy, "--triton-repo", "repo", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "repo").exists()
+
+
+def test_deploy_refuses_another_format_or_task_and_a_missing_export(verified, tmp_path):
+    folder = verified[1]
+    wrong = cli("deploy", "--task", "rte", "--format", "tensorrt", "--export", folder, cwd=tmp_path)
+    assert wrong.returncode == 2 and "is a onnx export of rte, not tensorrt of rte" in wrong.stderr
+    missing = cli("deploy", "--task", "rte", cwd=tmp_path)
+    assert missing.returncode == 2 and "no export at exports/rte/tensorrt" in missing.stderr
+    assert not (tmp_path / "triton-repo").exists()
