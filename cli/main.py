@@ -98,7 +98,8 @@ def export(
     format: Annotated[str, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = "onnx",
     head: Annotated[str, typer.Option(help="generate, classify or both.")] = "both",
     precision: Annotated[str, typer.Option(
-        help="fp32; int8 (onnx: dynamic quantization, CPU); fp16 or bf16 (tensorrt).")] = "fp32",
+        help="fp32; fp16 (wo kept fp32) or bf16 for GPUs (bf16 needs a GPU runtime); int8 (onnx only: "
+             "dynamic quantization, CPU).")] = "fp32",
     opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 18,
     batch: Annotated[str, typer.Option(help="tensorrt: batch profile min:opt:max.")] = "1:8:32",
     seq: Annotated[str, typer.Option(help="tensorrt: source-length profile min:opt:max.")] = "1:64:256",
@@ -131,7 +132,8 @@ def verify(
         help="Also check the ONNX graphs for TensorRT (always on for tensorrt exports).")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Compare PyTorch (hypernetwork, folded) and the export (ONNX Runtime or TensorRT) on the same inputs; exit 1 on any mismatch."""
+    """Compare PyTorch (hypernetwork, folded) and the export (ONNX Runtime or TensorRT) on the same inputs; exit 1
+    on any mismatch or when a runner the export needs is missing here (bf16 graphs need a GPU)."""
     from hyperexport.verify import verify as verify_export
 
     report = verify_export(export_dir, run, max_examples, tensorrt_check)

@@ -51,4 +51,6 @@ def print_parity(report: dict) -> None:
         problems = [p for found in compatibility["graphs"].values() for p in found]
         Console().print(f"TensorRT {compatibility['tensorrt_operator_list']} compatibility: "
                         + ("ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"), markup=False)
+    for skipped in report.get("not_run", []):
+        Console().print(f"not run: {skipped['runner']}: {skipped['reason']}")
     Console().print("parity passed" if report["passed"] else "parity FAILED")

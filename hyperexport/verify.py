@@ -16,7 +16,7 @@ import torch
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
-from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner
+from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
 from hyperexport.tensorrt_runner import TENSORRT_TOLERANCES, TensorRTRunner
 from hyperexport.trt_compat import export_compatibility
 
@@ -27,9 +27,11 @@ from hyperexport.trt_compat import export_compatibility
 # matters is the task metric, within 1 point.
 TOLERANCES = {
     "fp32": {"logits": 1e-4, "scores": 1e-4, "tokens": 0.0, "metric": 0.0},
+    "fp16": {"logits": 0.1, "scores": 0.1, "tokens": 0.05, "metric": 1.0},
+    "bf16": {"logits": 0.5, "scores": 0.5, "tokens": 0.05, "metric": 1.0},
     "int8": {"logits": 2.0, "scores": 2.0, "tokens": 0.05, "metric": 1.0},
 }
-REFERENCE = "torch_hypernet"
+REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
@@ -39,7 +41,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     engine folders (and ONNX exports with `tensorrt_check`) also get the CPU TensorRT-compatibility check."""
     from hyperexport.fold import load_folded_task
     from hyperexport.materialize import TASKS_DIR
-    from hyperexport.onnx_export import CLASSIFY_FILE, label_token_ids
+    from hyperexport.onnx_export import label_token_ids
     from hyperexport.run import load_run
 
     export_dir = Path(export_dir)
@@ -54,25 +56,48 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     label_ids = label_token_ids(loaded.tokenizer, facts["labels"])
     evaluation, targets = _evaluation_inputs(loaded, task, facts, label_ids, max_examples)
     input_sets = {"evaluation": evaluation, "random": _random_inputs(loaded, facts, label_ids)}
-    exported = (TensorRTRunner if tensorrt else OnnxRuntimeRunner)(export_dir, CLASSIFY_FILE)
-    runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)),
-               TorchRunner("torch_folded", folded), exported]
+    precision = manifest["precision"]
+    runners, not_run = _runners(loaded, task, folded, export_dir, precision, tensorrt)
     outputs = {}
     for runner in runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    tolerances = {"torch_folded": TOLERANCES["fp32"],
-                  exported.name: (TENSORRT_TOLERANCES if tensorrt else TOLERANCES)[manifest["precision"]]}
+    tolerances = {runner.name: TOLERANCES["fp32" if runner.name == FOLDED else precision] for runner in runners}
+    if tensorrt:
+        tolerances[TensorRTRunner.name] = TENSORRT_TOLERANCES[precision]
     comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
     metrics = _metric_parity({r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
-              "precision": manifest["precision"], "comparisons": comparisons, "metrics": metrics,
-              "passed": all(c["passed"] for c in comparisons + metrics)}
+              "precision": precision, "comparisons": comparisons, "metrics": metrics, "not_run": not_run,
+              "passed": all(c["passed"] for c in comparisons + metrics) and not not_run}
     if compatibility is not None:
         report["tensorrt_compatibility"] = compatibility
         report["passed"] = report["passed"] and compatibility["passed"]
     artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
     return report
+
+
+def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
+             tensorrt: bool = False) -> tuple[list, list[dict]]:
+    """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
+    what that precision costs), and ONNX Runtime where a provider here runs the export's graphs, or the
+    TensorRT runner for an engine folder (which needs a GPU: a UserError here)."""
+    from hyperexport.fold import load_folded_task
+    from hyperexport.materialize import TASKS_DIR
+    from hyperexport.onnx_export import CLASSIFY_FILE
+    from hyperexport.precision import cast_to_precision
+
+    runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
+    if precision in ("fp16", "bf16"):
+        cast = cast_to_precision(load_folded_task(loaded.path / TASKS_DIR / task)[0], precision)
+        runners.append(TorchRunner(f"{FOLDED}_{precision}", cast))
+    if tensorrt:
+        return runners + [TensorRTRunner(export_dir, CLASSIFY_FILE)], []
+    provider = onnxruntime_provider(precision)
+    if provider is None:
+        return runners, [{"runner": OnnxRuntimeRunner.name, "reason": f"{precision} graphs need ONNX Runtime's "
+                          "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
+    return runners + [OnnxRuntimeRunner(export_dir, CLASSIFY_FILE, provider)], []
 
 
 def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,
