@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# GPU check of the TensorRT path: on a machine with an NVIDIA GPU and `pip install -e '.[gpu,test]'`.
+# Takes the demo run (runs/demo, or trains it: ~2.5 min on CPU, faster with --device cuda), materializes
+# rte, builds its engines in fp32 and bf16, verifies both against the hypernetwork model, runs the
+# GPU-marked tests, and prints a short table. Target: under 10 minutes. Nothing here trains if
+# runs/demo exists. Usage: scripts/gpu_check.sh [RUN]   (RUN default runs/demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HX=${HX:-.venv/bin/hyperexport}
+PY=${PY:-.venv/bin/python}
+RUN=${1:-runs/demo}
+OUT=${GPU_CHECK_DIR:-gpu-check}
+mkdir -p "$OUT"
+
+nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
+$PY -c "import tensorrt, torch; print('tensorrt', tensorrt.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+
+[ -f "$RUN/model.safetensors" ] || $HX train --device cuda --output "$RUN"
+[ -d "$RUN/tasks/rte" ] || $HX materialize --run "$RUN" --task rte
+
+for precision in fp32 bf16; do
+  start=$(date +%s)
+  $HX export --run "$RUN" --task rte --format tensorrt --precision "$precision" --batch 1:8:32 --seq 1:64:128 \
+      --timing-cache "$OUT/timing.cache" --output "$OUT/rte-$precision" --overwrite
+  echo "$precision build_s $(( $(date +%s) - start ))" >> "$OUT/times.txt"
+  $HX verify "$OUT/rte-$precision" --max-examples 200 --json > "$OUT/verify-$precision.json" || true
+done
+$PY -m pytest -q -m "gpu or trt" tests/test_tensorrt.py | tail -3
+
+$PY - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+times = dict(line.split()[0::2] for line in (out / "times.txt").read_text().splitlines())
+print(f"{'precision':9} {'build s':>7} {'logits max|d|':>13} {'scores max|d|':>13} {'token mismatch':>14} {'metric':>8} passed")
+for precision in ("fp32", "bf16"):
+    report = json.loads((out / f"verify-{precision}.json").read_text())
+    rows = {r["output"]: r for r in report["comparisons"] if r["runner"] == "tensorrt" and r["inputs"] == "evaluation"}
+    metric = [m["values"].get("tensorrt") for m in report["metrics"] if m["head"] == "classify"]
+    cell = lambda k: f"{rows[k]['max_abs_diff']:.3g}" if k in rows else "-"
+    print(f"{precision:9} {times.get(precision, '?'):>7} {cell('logits'):>13} {cell('scores'):>13} {cell('tokens'):>14} "
+          f"{str(metric[0] if metric else '-'):>8} {report['passed']}")
+PY

@@ -1,0 +1,136 @@
+"""TensorRT engines: the clear errors and plan refusals on any machine; engine build, run and parity on
+an NVIDIA GPU with the tensorrt package (marked gpu/trt, skipped elsewhere with the reason)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_rte_export
+
+from hyperexport.errors import UserError
+from hyperexport.tensorrt_runner import check_in_profile, check_plan_compatible
+
+
+def _missing() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt package is not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU"
+
+
+MISSING = _missing()
+BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+# ---- any machine ----------------------------------------------------------------------------------
+@pytest.mark.skipif(MISSING is None, reason="this machine has a GPU and tensorrt")
+def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hyperexport_cli", "export", "--task", "rte", "--format", "tensorrt",
+                             "--precision", "bf16"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: TensorRT engines need ") and len(result.stderr.strip().splitlines()) == 1
+    assert "pip install -e '.[gpu]'" in result.stderr
+    assert ("the tensorrt package" in result.stderr) == (MISSING == "the tensorrt package is not installed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
+    from hyperexport.tensorrt_build import export_tensorrt
+
+    with pytest.raises(UserError, match="--seq '64:8:128': need min <= opt <= max"):
+        export_tensorrt(task="rte", seq="64:8:128", output=tmp_path / "out")
+    with pytest.raises(UserError, match="precision 'int8' is not available for tensorrt"):
+        export_tensorrt(task="rte", precision="int8", output=tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plan_from_the_same_tensorrt_and_gpu_is_accepted():
+    check_plan_compatible("exports/rte/tensorrt", BUILT, {k: v for k, v in BUILT.items() if k != "task"})
+
+
+@pytest.mark.parametrize("fact, value", [("tensorrt_version", "11.4.0.106"), ("compute_capability", "8.0"),
+                                         ("gpu_name", "NVIDIA H200")])
+def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
+    here = {**BUILT, fact: value}
+    with pytest.raises(UserError) as error:
+        check_plan_compatible("exports/rte/tensorrt", BUILT, here)
+    message = str(error.value)
+    assert "holds plans built with TensorRT 10.15.1.29 on NVIDIA H100 80GB HBM3 (sm 9.0)" in message
+    assert value in message and "hyperexport export --task rte --format tensorrt --overwrite" in message
+
+
+def test_inputs_outside_the_profile_are_refused():
+    profile = {"min": [1, 1], "opt": [8, 64], "max": [32, 256]}
+    check_in_profile("encoder_model.onnx", "input_ids", (32, 256), profile)
+    for shape in ((33, 10), (1, 257), (4,)):
+        with pytest.raises(UserError, match=r"outside the engine's profile \[1, 1\]..\[32, 256\]: rebuild"):
+            check_in_profile("encoder_model.onnx", "input_ids", shape, profile)
+
+
+# ---- on an NVIDIA GPU with tensorrt ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    from hyperexport.tensorrt_build import export_tensorrt
+
+    root = tmp_path_factory.mktemp("engines")
+    run, onnx_folder = tiny_rte_export(root)
+    built = {precision: export_tensorrt(run, "rte", precision=precision, batch="1:4:16", seq="2:32:64",
+                                        output=root / "exports" / "rte" / f"tensorrt-{precision}", progress=False)
+             for precision in ("fp32", "bf16")}
+    return run, onnx_folder, built
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.skipif(MISSING is not None, reason=f"needs an NVIDIA GPU and tensorrt: {MISSING}")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_engine_folder_holds_plans_and_a_manifest_of_the_build(engines, precision):
+    import tensorrt
+
+    folder = engines[2][precision]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == "tensorrt" and manifest["precision"] == precision
+    assert manifest["tensorrt_version"] == tensorrt.__version__
+    assert manifest["gpu_name"] == torch.cuda.get_device_name()
+    for graph in ("classify_model", "encoder_model", "decoder_model", "decoder_with_past_model"):
+        assert (folder / f"{graph}.plan").stat().st_size > 0
+        assert manifest["profiles"][f"{graph}.onnx"]
+    assert manifest["tensorrt_compatibility"]["passed"]
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.skipif(MISSING is not None, reason=f"needs an NVIDIA GPU and tensorrt: {MISSING}")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_engines_pass_verify_against_the_hypernetwork_model(engines, precision):
+    from hyperexport.tensorrt_runner import TENSORRT_TOLERANCES
+    from hyperexport.verify import verify
+
+    report = verify(engines[2][precision], max_examples=16)
+    rows = [row for row in report["comparisons"] if row["runner"] == "tensorrt"]
+    assert rows and all(row["tolerance"] == TENSORRT_TOLERANCES[precision][row["output"]] for row in rows)
+    assert report["passed"], [row for row in report["comparisons"] if not row["passed"]]
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.skipif(MISSING is not None, reason=f"needs an NVIDIA GPU and tensorrt: {MISSING}")
+def test_engine_predictions_equal_onnx_runtimes_and_a_foreign_plan_is_refused(engines, tmp_path):
+    import shutil
+
+    from hyperexport.predict import predict
+
+    _, onnx_folder, built = engines
+    examples = [{"sentence1": "a cat sings", "sentence2": "a cat"}, {"sentence1": "x y", "sentence2": "z"}]
+    assert [r["label"] for r in predict(built["fp32"], examples)] == [r["label"] for r in predict(onnx_folder, examples)]
+    foreign = tmp_path / "foreign"
+    shutil.copytree(built["fp32"], foreign)
+    manifest = json.loads((foreign / "manifest.json").read_text())
+    (foreign / "manifest.json").write_text(json.dumps({**manifest, "tensorrt_version": "9.3.0"}))
+    with pytest.raises(UserError, match="holds plans built with TensorRT 9.3.0"):
+        predict(foreign, examples)
