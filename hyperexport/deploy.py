@@ -135,6 +135,7 @@ def _write_client(folder: Path, export_dir: Path, manifest: dict, names: dict[st
         "models": {Path(graph).stem.removesuffix("_model"): name for graph, name in names.items()},
         "token_ids": {key: config[key] for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id")
                       if key in config},
+        **{fact: manifest[fact] for fact in ("tensorrt_version", "gpu_name", "compute_capability") if fact in manifest},
         "export": str(export_dir), "export_manifest_sha256": artifacts.sha256_file(export_dir / artifacts.MANIFEST_FILE),
     }
     artifacts.write_json(folder / DEPLOY_FILE, description)

@@ -37,7 +37,8 @@ def greedy_generate(infer: GraphInfer, input_ids: np.ndarray, attention_mask: np
             outputs = infer("decoder", {**feeds, "encoder_hidden_states": hidden})
         else:
             outputs = infer("decoder_with_past", {**feeds, **past})
-        next_tokens = outputs["logits"][:, -1, :].argmax(-1).astype(np.int64)  # [B]
+        logits = np.asarray(outputs["logits"][:, -1, :], dtype=np.float32)  # [B, V]; bf16 (ml_dtypes) too
+        next_tokens = logits.argmax(-1).astype(np.int64)  # [B]
         next_tokens = np.where(finished, pad_token_id, next_tokens)
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
         finished |= next_tokens == eos_token_id

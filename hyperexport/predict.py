@@ -68,9 +68,9 @@ def open_export(export_dir: str | Path) -> tuple[Path, dict, str | None]:
     if manifest.get("format") not in ("onnx", "tensorrt"):
         raise UserError(f"{folder} is a {manifest.get('format')} export; predict runs onnx and tensorrt exports: "
                         "run `hyperexport export --task <task> --format onnx`")
-    graphs = (CLASSIFY_FILE, ENCODER_FILE) if manifest["format"] == "onnx" else map(plan_name, (CLASSIFY_FILE, ENCODER_FILE))
+    graphs = (CLASSIFY_FILE, ENCODER_FILE) if manifest["format"] == "onnx" else tuple(map(plan_name, (CLASSIFY_FILE, ENCODER_FILE)))
     if not any((folder / graph).is_file() for graph in graphs):
-        raise UserError(f"{folder} has neither {CLASSIFY_FILE} nor {ENCODER_FILE}: {_EXPORT_HINT}")
+        raise UserError(f"{folder} has neither {graphs[0]} nor {graphs[1]}: {_EXPORT_HINT}")
     if manifest["format"] == "tensorrt":  # the plans run on TensorRT, not ONNX Runtime
         return folder, json.loads((folder / TASK_FILE).read_text()), None
     provider = onnxruntime_provider(manifest["precision"])

@@ -71,7 +71,8 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
                     batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ, output: Path | None = None,
                     overwrite: bool = False, opset: int = DEFAULT_OPSET, timing_cache: Path | None = None,
                     progress: bool = True) -> Path:
-    """Build the engines of `task` into `exports/<task>/tensorrt/` (or `output`); returns the folder."""
+    """Build the engines of `task` into `exports/<task>/tensorrt/` (`tensorrt-bf16/`, `tensorrt-fp16/`; or
+    `output`); returns the folder."""
     from hyperexport.onnx_export import export_onnx
     from hyperexport.trt_compat import require_compatible
 
@@ -81,7 +82,8 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
         raise UserError(f"precision '{precision}' is not available for tensorrt: use {', '.join(PRECISIONS)} "
                         "(int8 is an ONNX Runtime CPU export: --format onnx --precision int8)")
     ranges = ShapeRanges.from_flags(batch, seq)
-    destination = Path(output) if output is not None else Path("exports") / task / "tensorrt"
+    default = "tensorrt" if precision == "fp32" else f"tensorrt-{precision}"  # like onnx, onnx-fp16
+    destination = Path(output) if output is not None else Path("exports") / task / default
     if destination.exists() and not overwrite:
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     trt = require_tensorrt()

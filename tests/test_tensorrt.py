@@ -72,6 +72,55 @@ def test_inputs_outside_the_profile_are_refused():
             check_in_profile("encoder_model.onnx", "input_ids", shape, profile)
 
 
+@pytest.fixture(scope="module")
+def engine_folder_without_plans(tmp_path_factory):
+    """An engine folder as `export --format tensorrt` lays it out, minus the plans (they need a GPU):
+    the source ONNX export under onnx/, the task files, and a manifest written by hand."""
+    import shutil
+
+    from hyperexport import artifacts
+    from hyperexport.trt_profiles import ShapeRanges, graph_profiles
+
+    root = tmp_path_factory.mktemp("engine-folder")
+    run, onnx_folder = tiny_rte_export(root)
+    folder = root / "exports" / "rte" / "tensorrt"
+    shutil.copytree(onnx_folder, folder / "onnx")
+    for name in ("task.json", "io_spec.json", "config.json", "tokenizer"):
+        copy = shutil.copytree if (onnx_folder / name).is_dir() else shutil.copy
+        copy(onnx_folder / name, folder / name)
+    ranges = ShapeRanges.from_flags("1:4:16", "2:32:64")
+    spec = json.loads((onnx_folder / "io_spec.json").read_text())
+    artifacts.write_manifest(folder, "export", format="tensorrt", head="both", precision="fp32", task="rte",
+                             **{k: v for k, v in BUILT.items() if k != "task"}, profile_ranges=ranges.as_dict(),
+                             profiles=graph_profiles(spec, ranges), source_run=str(run))
+    return folder
+
+
+@pytest.mark.skipif(MISSING is None, reason="this machine has a GPU and tensorrt")
+def test_verify_of_an_engine_folder_without_gpu_is_one_line_exit_2_and_writes_no_report(engine_folder_without_plans):
+    result = subprocess.run([sys.executable, "-m", "hyperexport_cli", "verify", str(engine_folder_without_plans)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: TensorRT engines need ") and len(result.stderr.strip().splitlines()) == 1
+    assert not (engine_folder_without_plans / "parity_report.json").exists()
+
+
+def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(engine_folder_without_plans):
+    from hyperexport.trt_compat import export_compatibility
+
+    manifest = json.loads((engine_folder_without_plans / "manifest.json").read_text())
+    report = export_compatibility(engine_folder_without_plans, manifest)
+    assert report["passed"] and report["tensorrt_operator_list"] == "10.15"
+    assert report["profile_ranges"] == {"batch": [1, 4, 16], "seq": [2, 32, 64]}
+
+
+def test_predict_names_the_missing_plans(engine_folder_without_plans):
+    from hyperexport.predict import predict
+
+    with pytest.raises(UserError, match="has neither classify_model.plan nor encoder_model.plan"):
+        predict(engine_folder_without_plans, [{"sentence1": "a", "sentence2": "b"}])
+
+
 # ---- on an NVIDIA GPU with tensorrt ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):

@@ -18,8 +18,13 @@ from hyperexport.trt_profiles import Range, ShapeRanges, graph_profiles, parse_r
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("trt"))[1]
+def run_and_export(tmp_path_factory):
+    return tiny_rte_export(tmp_path_factory.mktemp("trt"))
+
+
+@pytest.fixture(scope="module")
+def exported(run_and_export):
+    return run_and_export[1]
 
 
 # ---- profiles -------------------------------------------------------------------------------------
@@ -109,6 +114,20 @@ def test_exported_graphs_pass_for_both_shipped_versions(exported):
         assert report["tensorrt_operator_list"] == version
         assert set(report["graphs"]) == {"classify_model.onnx", "encoder_model.onnx", "decoder_model.onnx",
                                          "decoder_with_past_model.onnx"}
+
+
+def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(run_and_export, tmp_path):
+    from hyperexport.onnx_export import export_onnx
+    from hyperexport.triton_config import check_model_config, model_config
+
+    folder = export_onnx(run_and_export[0], "rte", head="both", output=tmp_path / "bf16", precision="bf16")
+    assert check_export(folder, ShapeRanges.from_flags())["passed"]
+    spec = json.loads((folder / "io_spec.json").read_text())
+    past = spec["decoder_with_past_model.onnx"]
+    assert {i["dtype"] for i in past["inputs"] if i["name"].startswith("past_key_values.")} == {"bfloat16"}
+    text = model_config("rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8)
+    assert "TYPE_BF16" in text
+    assert check_model_config(text, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
 
 
 def _graph(nodes, inputs, outputs, opset=18, extra_opsets=()):
