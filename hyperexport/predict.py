@@ -216,8 +216,8 @@ def _tensorrt(folder: Path, tokenizer, sources: list[str], facts: dict, batch_si
     from hyperexport.generation import greedy_generate
     from hyperexport.tensorrt_runner import TensorRTEngines
 
-    batches = _batches(tokenizer, sources, facts["max_source_length"], batch_size, "np")
     with TensorRTEngines(folder) as engines:
+        batches = _batches(tokenizer, sources, facts["max_source_length"], min(batch_size, engines.max_batch), "np")
         if engines.has(CLASSIFY_FILE):
             scores = np.concatenate([engines.run(CLASSIFY_FILE, batch)["scores"] for batch in batches])
             return label_results(scores, facts["labels"])

@@ -26,7 +26,7 @@ from pathlib import Path
 from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.onnx_export import DEFAULT_OPSET, HEADS, IO_SPEC_FILE
-from hyperexport.trt_profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, graph_profiles
+from hyperexport.trt_profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, check_task_fits, graph_profiles
 
 PRECISIONS = ("fp32", "fp16", "bf16")  # int8 is a CPU artifact of ONNX Runtime, not an engine precision
 SOURCE_DIR = "onnx"  # the ONNX export the plans were built from, inside the engine folder
@@ -92,6 +92,7 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
     try:
         source = export_onnx(run, task, head, opset, tmp / SOURCE_DIR, overwrite=True, precision=precision)
         onnx_manifest = artifacts.check_manifest(source, "export")
+        check_task_fits(ranges, json.loads((source / "task.json").read_text()))
         compatibility = require_compatible(source, ranges, facts["tensorrt_version"])
         spec = json.loads((source / IO_SPEC_FILE).read_text())
         profiles = graph_profiles(spec, ranges)

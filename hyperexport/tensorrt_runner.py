@@ -12,6 +12,7 @@ Inputs outside the engine's optimization profile are refused the same way (`chec
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,10 @@ class TensorRTEngines:
     def __exit__(self, *exc) -> None:
         self.engines = {}
 
+    @property
+    def max_batch(self) -> int:
+        return self.manifest["profile_ranges"]["batch"][2]
+
     def has(self, graph: str) -> bool:
         return graph in self.manifest["profiles"]
 
@@ -135,6 +140,21 @@ def _to_numpy(tensor) -> np.ndarray:
     return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
 
 
+def infer_in_chunks(infer: Callable[[ParityInputs], dict[str, np.ndarray]], inputs: ParityInputs, step: int,
+                    pad_token_id: int) -> dict[str, np.ndarray]:
+    """`infer` on slices of at most `step` rows, joined along the batch; generated tokens of chunks that
+    stopped at different lengths are padded with `pad_token_id`, as `generate()` pads a batch."""
+    chunks = [infer(ParityInputs(inputs.input_ids[i:i + step], inputs.attention_mask[i:i + step],
+                                 inputs.decoder_input_ids[i:i + step], inputs.label_ids, inputs.max_new_tokens))
+              for i in range(0, inputs.input_ids.shape[0], step)]
+    merged = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0] if name != "tokens"}
+    if "tokens" in chunks[0]:
+        width = max(chunk["tokens"].shape[1] for chunk in chunks)
+        merged["tokens"] = np.concatenate([np.pad(chunk["tokens"], ((0, 0), (0, width - chunk["tokens"].shape[1])),
+                                                  constant_values=pad_token_id) for chunk in chunks])
+    return merged
+
+
 class TensorRTRunner:
     """`verify`'s runner over an engine folder: whichever heads it holds."""
 
@@ -143,8 +163,8 @@ class TensorRTRunner:
     def __init__(self, export_dir: Path, classify_file: str):
         self.export_dir, self.classify_file = Path(export_dir), classify_file
         self.engines = TensorRTEngines(export_dir)
-        task = json.loads((self.export_dir / "config.json").read_text()) if (self.export_dir / "config.json").is_file() else {}
-        self.config = task  # optimum's T5 config.json: decoder start, eos and pad token ids
+        config = self.export_dir / "config.json"  # optimum's T5 config: decoder start, eos and pad token ids
+        self.config = json.loads(config.read_text()) if config.is_file() else {}
 
     def __enter__(self) -> "TensorRTRunner":
         self.engines.__enter__()
@@ -154,6 +174,10 @@ class TensorRTRunner:
         self.engines.__exit__(*exc)
 
     def infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
+        """The outputs for the whole batch, run in chunks of at most the profile's max batch."""
+        return infer_in_chunks(self._infer, inputs, self.engines.max_batch, self.config.get("pad_token_id", 0))
+
+    def _infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         feeds = {"input_ids": inputs.input_ids.numpy(), "attention_mask": inputs.attention_mask.numpy()}
         outputs = {}
         if self.engines.has(self.classify_file):

@@ -70,9 +70,9 @@ def parse_model_config(text: str):
 def check_model_config(text: str, model_name: str, graph_spec: dict, graph: str, fmt: str,
                        max_batch_size: int) -> list[str]:
     """Problems of config.pbtxt `text` against the io spec (empty list: it matches)."""
+    config = parse_model_config(text)  # first: a clear error when tritonclient is missing
     from tritonclient.grpc import model_config_pb2
 
-    config = parse_model_config(text)
     problems = []
     if config.name != model_name:
         problems.append(f"name is {config.name!r}, not {model_name!r}")

@@ -111,3 +111,15 @@ def graph_profiles(io_spec: dict, ranges: ShapeRanges) -> dict[str, dict[str, di
     return {graph: {spec["name"]: input_profile(spec["shape"], ranges, f"{graph} input {spec['name']}")
                     for spec in described["inputs"]}
             for graph, described in io_spec.items()}
+
+
+def check_task_fits(ranges: ShapeRanges, facts: dict) -> None:
+    """Refuse a --seq range too short for the task (task.json): every source of up to
+    `max_source_length` tokens and every generation of `max_new_tokens` steps must fit the profile."""
+    source, new_tokens = facts["max_source_length"], facts["max_new_tokens"]
+    if ranges.seq.max < source:
+        raise UserError(f"--seq max {ranges.seq.max} is below the task's max_source_length {source}: "
+                        f"use --seq {ranges.seq.min}:{min(max(ranges.seq.opt, 1), source)}:{source} or more")
+    if ranges.axes()["past_decoder_sequence_length"].max < new_tokens:
+        raise UserError(f"--seq max {ranges.seq.max} leaves no room for {new_tokens} generated tokens: "
+                        f"raise it to at least {new_tokens + 1}")

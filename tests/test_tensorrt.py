@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_rte_export
@@ -62,6 +63,39 @@ def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
     message = str(error.value)
     assert "holds plans built with TensorRT 10.15.1.29 on NVIDIA H100 80GB HBM3 (sm 9.0)" in message
     assert value in message and "hyperexport export --task rte --format tensorrt --overwrite" in message
+
+
+def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_without_plans):
+    """The runner splits batches larger than the profile; checked with ONNX Runtime on the source graphs."""
+    from hyperexport.onnx_export import CLASSIFY_FILE
+    from hyperexport.runners import OnnxRuntimeRunner, ParityInputs
+    from hyperexport.tensorrt_runner import infer_in_chunks
+
+    generator = torch.Generator().manual_seed(5)
+    input_ids = torch.randint(3, 300, (7, 9), generator=generator)
+    mask = torch.ones_like(input_ids)
+    mask[3, 5:] = 0
+    inputs = ParityInputs(input_ids, mask, torch.randint(3, 300, (7, 3), generator=generator),
+                          torch.tensor([[50, 1], [51, 1]]), 3)
+    with OnnxRuntimeRunner(engine_folder_without_plans / "onnx", CLASSIFY_FILE) as runner:
+        whole = runner.infer(inputs)
+        chunked = infer_in_chunks(runner.infer, inputs, 3, 0)
+    assert set(chunked) == {"scores", "logits", "tokens"}
+    for name in whole:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=0, atol=1e-5)
+
+
+def test_chunks_that_stop_early_are_padded_like_generate():
+    from hyperexport.runners import ParityInputs
+    from hyperexport.tensorrt_runner import infer_in_chunks
+
+    def stops_after_its_rows(inputs):  # chunk of n rows generates n tokens after the start token
+        rows = inputs.input_ids.shape[0]
+        return {"tokens": np.full((rows, 1 + rows), 7)}
+
+    ids = torch.ones(5, 2, dtype=torch.long)
+    tokens = infer_in_chunks(stops_after_its_rows, ParityInputs(ids, ids, ids, ids, 4), 3, 0)["tokens"]
+    np.testing.assert_array_equal(tokens, [[7, 7, 7, 7]] * 3 + [[7, 7, 7, 0]] * 2)
 
 
 def test_inputs_outside_the_profile_are_refused():

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from hyperexport.errors import UserError
 from hyperexport.trt_compat import check_export, check_graph, operator_lists, require_compatible, target_version
-from hyperexport.trt_profiles import Range, ShapeRanges, graph_profiles, parse_range
+from hyperexport.trt_profiles import Range, ShapeRanges, check_task_fits, graph_profiles, parse_range
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,15 @@ def test_profiles_cover_every_input_of_every_exported_graph_consistently(exporte
     assert with_past["past_key_values.1.encoder.value"]["max"] == [16, 4, 128, 8]
     for graph in profiles.values():  # every input of a graph shares the batch range
         assert {(p["min"][0], p["opt"][0], p["max"][0]) for p in graph.values()} == {(2, 4, 16)}
+
+
+def test_the_seq_range_must_fit_the_tasks_sources_and_generations():
+    facts = {"max_source_length": 64, "max_new_tokens": 2}
+    check_task_fits(ShapeRanges.from_flags("1:8:32", "1:32:64"), facts)
+    with pytest.raises(UserError, match="--seq max 48 is below the task's max_source_length 64: use --seq 1:32:64"):
+        check_task_fits(ShapeRanges.from_flags("1:8:32", "1:32:48"), facts)
+    with pytest.raises(UserError, match="leaves no room for 8 generated tokens: raise it to at least 9"):
+        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"), {"max_source_length": 4, "max_new_tokens": 8})
 
 
 def test_an_axis_no_flag_covers_is_refused():
