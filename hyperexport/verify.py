@@ -17,7 +17,7 @@ import torch
 from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
-from hyperexport.tensorrt_runner import TENSORRT_TOLERANCES, TensorRTRunner
+from hyperexport.tensorrt_runner import TensorRTRunner
 from hyperexport.trt_compat import export_compatibility
 
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
@@ -31,6 +31,9 @@ TOLERANCES = {
     "bf16": {"logits": 0.5, "scores": 0.5, "tokens": 0.05, "metric": 1.0},
     "int8": {"logits": 2.0, "scores": 2.0, "tokens": 0.05, "metric": 1.0},
 }
+# TensorRT engines: the same bounds, except fp32 logits and scores at 1e-3 (plans are built with TF32 off,
+# but their kernels sum in another order than PyTorch's). Not yet measured: scripts/gpu_check.sh prints it.
+TENSORRT_TOLERANCES = {**TOLERANCES, "fp32": {**TOLERANCES["fp32"], "logits": 1e-3, "scores": 1e-3}}
 REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 

@@ -191,8 +191,7 @@ def test_engine_folder_holds_plans_and_a_manifest_of_the_build(engines, precisio
 @pytest.mark.skipif(MISSING is not None, reason=f"needs an NVIDIA GPU and tensorrt: {MISSING}")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_engines_pass_verify_against_the_hypernetwork_model(engines, precision):
-    from hyperexport.tensorrt_runner import TENSORRT_TOLERANCES
-    from hyperexport.verify import verify
+    from hyperexport.verify import TENSORRT_TOLERANCES, verify
 
     report = verify(engines[2][precision], max_examples=16)
     rows = [row for row in report["comparisons"] if row["runner"] == "tensorrt"]
