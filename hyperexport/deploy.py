@@ -27,7 +27,7 @@ import numpy as np
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
-from hyperexport.generation import GENERATE_GRAPHS, greedy_generate
+from hyperexport.generation import greedy_generate
 from hyperexport.onnx_export import CLASSIFY_FILE, IO_SPEC_FILE
 from hyperexport.triton_config import MODEL_FILES, PLATFORMS, check_model_config, model_config
 

@@ -25,7 +25,6 @@ from hyperexport.run import load_run
 from hyperexport.triton_config import check_model_config, model_config, triton_dims
 from hyperexport.verify import verify
 
-HYPEREXPORT = [sys.executable, "-m", "hyperexport_cli"]
 TRITON_TYPES = {"float": "TYPE_FP32", "int64": "TYPE_INT64"}
 EXAMPLES = [{"sentence1": "the red fox runs on the hill", "sentence2": "the fox is not red"},
             {"sentence1": "a cat sings", "sentence2": "a cat"}, {"sentence1": "x", "sentence2": "y z"}]
@@ -39,8 +38,20 @@ def verified(tmp_path_factory):
     return run, folder
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*HYPEREXPORT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+def cli(*args, cwd: Path):
+    """The CLI in-process (typer's runner) from `cwd`: `.exit_code`, `.stdout`, `.stderr`."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from hyperexport_cli.main import app
+
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(before)
 
 
 def parse(path: Path):
@@ -114,7 +125,7 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     run, folder = verified
     result = cli("deploy", "--task", "rte", "--format", "onnx", "--export", folder, "--triton-repo", "repo",
                  "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     description = json.loads(result.stdout)
     repo = tmp_path / "repo"
     spec = json.loads((folder / "io_spec.json").read_text())
@@ -143,17 +154,17 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     assert [r["label"] for r in generated] == [t.strip() for t in loaded.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     local = subprocess.run([sys.executable, client / "client.py", "--local", json.dumps(EXAMPLES[1])],
                            capture_output=True, text=True, cwd=tmp_path)
-    assert local.returncode == 0, local.stderr
+    assert local.returncode == 0, local.stderr  # the real script, in its own process
     assert json.loads(local.stdout)[0]["label"] == predict(folder, EXAMPLES[1:2])[0]["label"]
 
 
 def test_deploy_refuses_existing_models_without_overwrite(verified, tmp_path):
     folder = verified[1]
     args = ("deploy", "--task", "rte", "--format", "onnx", "--export", folder, "--triton-repo", "repo")
-    assert cli(*args, cwd=tmp_path).returncode == 0
+    assert cli(*args, cwd=tmp_path).exit_code == 0
     again = cli(*args, cwd=tmp_path)
-    assert again.returncode == 2 and "already exists: pass --overwrite" in again.stderr
-    assert cli(*args, "--overwrite", cwd=tmp_path).returncode == 0
+    assert again.exit_code == 2 and "already exists: pass --overwrite" in again.stderr
+    assert cli(*args, "--overwrite", cwd=tmp_path).exit_code == 0
     assert not [p for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")]  # no staging left
 
 
@@ -169,14 +180,14 @@ def test_deploy_refuses_an_export_without_a_passed_parity_report(verified, tmp_p
     if report is not None:
         (copy / artifacts.PARITY_REPORT_FILE).write_text(json.dumps(report))
     result = cli("deploy", "--task", "rte", "--format", "onnx", "--export", copy, "--triton-repo", "repo", cwd=tmp_path)
-    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "repo").exists()
 
 
 def test_deploy_refuses_another_format_or_task_and_a_missing_export(verified, tmp_path):
     folder = verified[1]
     wrong = cli("deploy", "--task", "rte", "--format", "tensorrt", "--export", folder, cwd=tmp_path)
-    assert wrong.returncode == 2 and "is a onnx export of rte, not tensorrt of rte" in wrong.stderr
+    assert wrong.exit_code == 2 and "is a onnx export of rte, not tensorrt of rte" in wrong.stderr
     missing = cli("deploy", "--task", "rte", cwd=tmp_path)
-    assert missing.returncode == 2 and "no export at exports/rte/tensorrt" in missing.stderr
+    assert missing.exit_code == 2 and "no export at exports/rte/tensorrt" in missing.stderr
     assert not (tmp_path / "triton-repo").exists()

@@ -4,16 +4,16 @@ an NVIDIA GPU with the tensorrt package (marked gpu/trt, skipped elsewhere with 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_rte_export
+from typer.testing import CliRunner
 
 from hyperexport.errors import UserError
 from hyperexport.tensorrt_runner import check_in_profile, check_plan_compatible
+from hyperexport_cli.main import app
 
 
 def _missing() -> str | None:
@@ -30,10 +30,10 @@ BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H1
 
 # ---- any machine ----------------------------------------------------------------------------------
 @pytest.mark.skipif(MISSING is None, reason="this machine has a GPU and tensorrt")
-def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_nothing(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "hyperexport_cli", "export", "--task", "rte", "--format", "tensorrt",
-                             "--precision", "bf16"], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 2
+def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["export", "--task", "rte", "--format", "tensorrt", "--precision", "bf16"])
+    assert result.exit_code == 2
     assert result.stderr.startswith("error: TensorRT engines need ") and len(result.stderr.strip().splitlines()) == 1
     assert "pip install -e '.[gpu]'" in result.stderr
     assert ("the tensorrt package" in result.stderr) == (MISSING == "the tensorrt package is not installed")
@@ -132,9 +132,8 @@ def engine_folder_without_plans(tmp_path_factory):
 
 @pytest.mark.skipif(MISSING is None, reason="this machine has a GPU and tensorrt")
 def test_verify_of_an_engine_folder_without_gpu_is_one_line_exit_2_and_writes_no_report(engine_folder_without_plans):
-    result = subprocess.run([sys.executable, "-m", "hyperexport_cli", "verify", str(engine_folder_without_plans)],
-                            capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
+    result = CliRunner().invoke(app, ["verify", str(engine_folder_without_plans)])
+    assert result.exit_code == 2, result.stderr
     assert result.stderr.startswith("error: TensorRT engines need ") and len(result.stderr.strip().splitlines()) == 1
     assert not (engine_folder_without_plans / "parity_report.json").exists()
 
