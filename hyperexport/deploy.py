@@ -76,6 +76,13 @@ def deploy(task: str, fmt: str = "tensorrt", triton_repo: str | Path = "triton-r
                         f"{task}: pass the matching --export")
     require_passed_parity(export_dir, manifest)
     spec = json.loads((export_dir / IO_SPEC_FILE).read_text())
+    if fmt == "tensorrt":
+        from hyperexport.tensorrt_build import plan_name
+
+        missing = [plan_name(graph) for graph in sorted(spec) if not (export_dir / plan_name(graph)).is_file()]
+        if missing:
+            raise UserError(f"{export_dir} has no {missing[0]}: build the engines with "
+                            f"`hyperexport export --task {task} --format tensorrt --overwrite`")
     max_batch = manifest["profile_ranges"]["batch"][2] if fmt == "tensorrt" else ONNX_MAX_BATCH
     repo = Path(triton_repo)
     names = {graph: model_name(task, graph) for graph in sorted(spec)}

@@ -147,6 +147,19 @@ def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tenso
     assert report["profile_ranges"] == {"batch": [1, 4, 16], "seq": [2, 32, 64]}
 
 
+def test_deploy_names_the_missing_plans(engine_folder_without_plans, tmp_path):
+    from hyperexport.deploy import deploy
+
+    report = engine_folder_without_plans / "parity_report.json"
+    report.write_text(json.dumps({"passed": True, "precision": "fp32"}))  # as if verify had passed on a GPU
+    try:
+        with pytest.raises(UserError, match="has no classify_model.plan: build the engines with"):
+            deploy("rte", "tensorrt", tmp_path / "repo", engine_folder_without_plans)
+    finally:
+        report.unlink()
+    assert not (tmp_path / "repo").exists()
+
+
 def test_predict_names_the_missing_plans(engine_folder_without_plans):
     from hyperexport.predict import predict
 
