@@ -15,7 +15,7 @@ import typer
 
 from hyperexport.errors import UserError
 from hyperexport_cli.errors import user_errors
-from hyperexport_cli.output import print_json, print_metrics, print_parameters, print_parity
+from hyperexport_cli.output import print_bench, print_json, print_metrics, print_parameters, print_parity
 
 app = typer.Typer(
     name="hyperexport",
@@ -168,6 +168,42 @@ def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
 
     report = parameter_report(load_recipe(recipe))
     print_json(report) if json_output else print_parameters(report)
+
+
+@app.command(epilog="Example: hyperexport bench --task rte --backbone t5-small --batch 1,8 --json  |  "
+                     "hyperexport bench --task rte --train --backbone t5-small")
+@user_errors
+def bench(
+    task: Annotated[str, typer.Option(help="The task to benchmark.")],
+    run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest (with --backbone: "
+                                                     "the default recipe).")] = None,
+    backbone: Annotated[Optional[str], typer.Option(
+        help="Build this backbone preset's shape with random weights (t5-small, t5-base): real model sizes, "
+             "no download.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(
+        help="With --backbone: the recipe whose tasks and adapter settings to use (default: the run's, "
+             "else the embedded demo recipe).")] = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,8,32",
+    seq: Annotated[int, typer.Option(help="Input length in tokens.")] = 128,
+    head: Annotated[str, typer.Option(help="classify, generate, or classify,generate.")] = "classify,generate",
+    rounds: Annotated[int, typer.Option(help="Timed calls per variant, batch and head.")] = 10,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Instead: training steps/s of HyperFormer++ against "
+                                                         "plain adapters on the same batches.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
+    folded model, ONNX Runtime fp32/int8 and the plain backbone, measured side by side."""
+    from hyperexport.bench import bench as run_bench, bench_training, parse_sizes
+
+    batches = parse_sizes(batch, "batch")
+    if train:
+        report = bench_training(run, task, backbone, recipe, batches[0], seq, rounds, threads,
+                                progress_bar=not json_output)
+    else:
+        report = run_bench(run, task, backbone, recipe, batches, seq, tuple(head.split(",")), rounds, threads,
+                           progress_bar=not json_output)
+    print_json(report) if json_output else print_bench(report)
 
 
 def main() -> None:
