@@ -93,8 +93,9 @@ def import_hyperformer(checkpoint_dir: str | Path, output: Path | None = None, t
     add_legacy_cross_attention_bias(backbone)
     model = HyperT5(backbone, settings.tasks, recipe.model)
     state = OriginalState(original)
-    _load_exactly(model, assemble_state(model, state, settings.conditional_layer_norm), weights_path)
+    assembled = assemble_state(model, state, settings.conditional_layer_norm)
     check_complete(state, str(weights_path))
+    _load_exactly(model, assembled, weights_path)
     loaded_tokenizer = load_tokenizer(tokenizer_source) if tokenizer_source else None
     if loaded_tokenizer is not None:
         check_tokenizer_fits(loaded_tokenizer, config)
@@ -226,8 +227,6 @@ def _load_exactly(model, state: dict, source: Path) -> None:
     for name, tensor in state.items():
         if tensor is None:  # a constant generator: zero weight (see hyperformer_keys)
             tensor = torch.zeros_like(own[name])
-        if tensor.numel() == 0:
-            continue  # missing: listed by check_complete
         if tensor.shape != own[name].shape:
             wrong.append(f"{name} {tuple(tensor.shape)} vs {tuple(own[name].shape)}")
             continue
