@@ -96,7 +96,8 @@ def export(
     run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest.")] = None,
     format: Annotated[str, typer.Option(help="onnx (TensorRT engines build on it).")] = "onnx",
     head: Annotated[str, typer.Option(help="generate, classify or both.")] = "both",
-    precision: Annotated[str, typer.Option(help="fp32, or int8 (dynamic quantization, CPU).")] = "fp32",
+    precision: Annotated[str, typer.Option(
+        help="fp32; fp16 (wo kept fp32) or bf16 for GPUs (bf16 needs a GPU runtime); int8 (dynamic quantization, CPU).")] = "fp32",
     opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 18,
     output: Annotated[Optional[Path], typer.Option(help="Export folder; default exports/<task>/<format>/.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
@@ -117,7 +118,8 @@ def verify(
     max_examples: Annotated[int, typer.Option(min=1, help="Evaluation examples to run.")] = 200,
     json_output: JsonOpt = False,
 ) -> None:
-    """Compare PyTorch (hypernetwork, folded) and ONNX Runtime on the same inputs; exit 1 on any mismatch."""
+    """Compare PyTorch (hypernetwork, folded) and ONNX Runtime on the same inputs; exit 1 on any mismatch
+    or when a runner the export needs is missing here (bf16 graphs need a GPU)."""
     from hyperexport.verify import verify as verify_export
 
     report = verify_export(export_dir, run, max_examples)

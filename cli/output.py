@@ -46,4 +46,6 @@ def print_parity(report: dict) -> None:
     for metric in report["metrics"]:
         values = "; ".join(f"{runner} {value}" for runner, value in metric["values"].items())
         Console().print(f"{metric['head']} metric: {values} -> {'equal' if metric['passed'] else 'DIFFERENT'}")
+    for skipped in report.get("not_run", []):
+        Console().print(f"not run: {skipped['runner']}: {skipped['reason']}")
     Console().print("parity passed" if report["passed"] else "parity FAILED")

@@ -10,6 +10,7 @@ The folder also holds the tokenizer, `task.json`, `io_spec.json` and a manifest 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from torch import nn
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
+from hyperexport.precision import PRECISIONS, cast_to_precision
 
 HEADS = ("generate", "classify", "both")
-PRECISIONS = ("fp32", "int8")  # int8: ONNX Runtime dynamic quantization of the MatMuls, a CPU artifact
 CLASSIFY_FILE = "classify_model.onnx"
 ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_model.onnx"  # optimum's names for the generate head
 IO_SPEC_FILE = "io_spec.json"
@@ -68,7 +69,7 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
     if head not in HEADS:
         raise UserError(f"unknown head '{head}': use generate, classify or both")
     if precision not in PRECISIONS:
-        raise UserError(f"precision '{precision}' is not available for onnx: use {' or '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
     run_dir = artifacts.resolve_run(run)
     task_dir = run_dir / TASKS_DIR / task
     default = "onnx" if precision == "fp32" else f"onnx-{precision}"
@@ -76,6 +77,7 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
     if destination.exists() and not overwrite:
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     model, facts = load_folded_task(task_dir)
+    cast_to_precision(model, precision)
     tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR)) if (run_dir / artifacts.TOKENIZER_DIR).is_dir() else None
     if tokenizer is None and head != "generate":
         raise UserError(f"the {head} head needs the run's tokenizer and {run_dir} has none: export --head generate, "
@@ -103,8 +105,40 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
 def _export_generate(model: nn.Module, folder: Path, opset: int) -> None:
     from optimum.exporters.onnx import onnx_export_from_model
 
-    onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
-                           no_post_process=True, do_validation=False)
+    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    with _without_dynamic_axes_fix(bf16):
+        onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
+                               no_post_process=True, do_validation=False)
+    if bf16:
+        _set_static_cache_dims(folder, model.config.num_heads, model.config.d_kv)
+
+
+@contextlib.contextmanager
+def _without_dynamic_axes_fix(active: bool):
+    """Skip optimum's post-export `fix_dynamic_axes`, which opens each graph in ONNX Runtime's CPU
+    provider (no bf16 kernels) to read the static sizes of the `present.*` outputs' head axes."""
+    from optimum.exporters.onnx.base import OnnxConfig
+
+    original = OnnxConfig.fix_dynamic_axes
+    if active:
+        OnnxConfig.fix_dynamic_axes = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        OnnxConfig.fix_dynamic_axes = original
+
+
+def _set_static_cache_dims(folder: Path, num_heads: int, d_kv: int) -> None:
+    """What `fix_dynamic_axes` does for T5: `present.*` [batch, heads, seq, d_kv] get static heads and d_kv."""
+    import onnx
+
+    for path in sorted(folder.glob("*.onnx")):
+        graph_model = onnx.load(str(path))
+        for value in graph_model.graph.output:
+            if value.name.startswith("present."):
+                dims = value.type.tensor_type.shape.dim
+                dims[1].dim_value, dims[3].dim_value = num_heads, d_kv  # setting dim_value clears dim_param
+        onnx.save(graph_model, str(path))
 
 
 def _export_classify(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int) -> None:

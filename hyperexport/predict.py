@@ -22,6 +22,7 @@ from hyperexport.errors import UserError
 from hyperexport.materialize import TASK_FILE
 from hyperexport.model.build import load_tokenizer
 from hyperexport.onnx_export import CLASSIFY_FILE, ENCODER_FILE
+from hyperexport.runners import onnxruntime_provider
 from hyperexport.tasks.registry import template_fields
 
 BATCH_SIZE = 16
@@ -40,7 +41,7 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     """
     if sum(source is not None for source in (examples, text, input_file)) != 1:
         raise UserError(_ONE_SOURCE)
-    folder, facts = open_export(export_dir)
+    folder, facts, provider = open_export(export_dir)
     if examples is not None:
         rows = _examples_from_list(examples, facts["task"], template_fields(facts["template"]))
     else:
@@ -49,12 +50,13 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     tokenizer = load_tokenizer(str(folder / artifacts.TOKENIZER_DIR))
     warn_truncated(tokenizer, sources, facts["max_source_length"])
     if (folder / CLASSIFY_FILE).is_file():
-        return _classify(folder, tokenizer, sources, facts, batch_size)
-    return _generate(folder, tokenizer, sources, facts, batch_size)
+        return _classify(folder, provider, tokenizer, sources, facts, batch_size)
+    return _generate(folder, provider, tokenizer, sources, facts, batch_size)
 
 
-def open_export(export_dir: str | Path) -> tuple[Path, dict]:
-    """The export folder and its task facts, after checking every file against the manifest."""
+def open_export(export_dir: str | Path) -> tuple[Path, dict, str]:
+    """The export folder, its task facts and the ONNX Runtime provider that runs it here, after
+    checking every file against the manifest."""
     folder = Path(export_dir)
     if not (folder / artifacts.MANIFEST_FILE).is_file():
         raise UserError(f"no export at {folder}: {_EXPORT_HINT}")
@@ -64,7 +66,11 @@ def open_export(export_dir: str | Path) -> tuple[Path, dict]:
                         "run `hyperexport export --task <task> --format onnx`")
     if not (folder / CLASSIFY_FILE).is_file() and not (folder / ENCODER_FILE).is_file():
         raise UserError(f"{folder} has neither {CLASSIFY_FILE} nor {ENCODER_FILE}: {_EXPORT_HINT}")
-    return folder, json.loads((folder / TASK_FILE).read_text())
+    provider = onnxruntime_provider(manifest["precision"])
+    if provider is None:
+        raise UserError(f"{folder} holds {manifest['precision']} graphs, which ONNX Runtime runs only on a GPU here: "
+                        "install onnxruntime-gpu on a machine with an NVIDIA GPU, or export --precision fp32")
+    return folder, json.loads((folder / TASK_FILE).read_text()), provider
 
 
 # ---- reading examples -----------------------------------------------------------------------------
@@ -167,10 +173,10 @@ def _batches(tokenizer, sources: list[str], max_source_length: int, batch_size: 
                for key in ("input_ids", "attention_mask")}
 
 
-def _classify(folder: Path, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
+def _classify(folder: Path, provider: str, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(folder / CLASSIFY_FILE), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folder / CLASSIFY_FILE), providers=[provider])
     scores = np.concatenate([session.run(["scores"], batch)[0] for batch in
                              _batches(tokenizer, sources, facts["max_source_length"], batch_size, "np")])
     return label_results(scores, facts["labels"])
@@ -187,10 +193,10 @@ def label_results(scores: np.ndarray, labels: Sequence[str]) -> list[dict]:
             for index, (row, probs) in enumerate(zip(scores, probabilities))]
 
 
-def _generate(folder: Path, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
+def _generate(folder: Path, provider: str, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
-    model = ORTModelForSeq2SeqLM.from_pretrained(folder, use_cache=True, use_merged=False)
+    model = ORTModelForSeq2SeqLM.from_pretrained(folder, use_cache=True, use_merged=False, provider=provider)
     texts: list[str] = []
     for batch in _batches(tokenizer, sources, facts["max_source_length"], batch_size, "pt"):
         out = model.generate(**batch, max_new_tokens=facts["max_new_tokens"], do_sample=False, num_beams=1)

@@ -62,19 +62,30 @@ class TorchRunner:
                          decoder_input_ids=inputs.decoder_input_ids)
         tokens = self.model.generate(**task, input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
                                      max_new_tokens=inputs.max_new_tokens, do_sample=False, num_beams=1)
-        outputs = {"logits": logits.numpy(), "tokens": tokens.numpy()}
+        outputs = {"logits": logits.float().numpy(), "tokens": tokens.numpy()}
         if inputs.label_ids.numel():  # no labels: verify on token ids only (a run without a tokenizer)
             outputs["scores"] = teacher_forced_label_scores(forward, backbone._shift_right, inputs).numpy()
         return outputs
 
 
+def onnxruntime_provider(precision: str) -> str | None:
+    """The ONNX Runtime execution provider that can run graphs of `precision` here, or None."""
+    import onnxruntime as ort
+
+    from hyperexport.precision import CPU_RUNNABLE
+
+    if precision in CPU_RUNNABLE:
+        return "CPUExecutionProvider"
+    return "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else None
+
+
 class OnnxRuntimeRunner:
-    """ONNX Runtime (CPU) over an export folder: whichever heads it holds."""
+    """ONNX Runtime over an export folder (CPU provider unless told otherwise): whichever heads it holds."""
 
     name = "onnxruntime"
 
-    def __init__(self, export_dir: Path, classify_file: str):
-        self.export_dir, self.classify_file = Path(export_dir), classify_file
+    def __init__(self, export_dir: Path, classify_file: str, provider: str = "CPUExecutionProvider"):
+        self.export_dir, self.classify_file, self.provider = Path(export_dir), classify_file, provider
         self.sessions: dict = {}
         self.generator = None
 
@@ -83,11 +94,12 @@ class OnnxRuntimeRunner:
 
         for name in (ENCODER_FILE, DECODER_FILE, self.classify_file):
             if (self.export_dir / name).is_file():
-                self.sessions[name] = ort.InferenceSession(str(self.export_dir / name), providers=["CPUExecutionProvider"])
+                self.sessions[name] = ort.InferenceSession(str(self.export_dir / name), providers=[self.provider])
         if DECODER_FILE in self.sessions:
             from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
-            self.generator = ORTModelForSeq2SeqLM.from_pretrained(self.export_dir, use_cache=True, use_merged=False)
+            self.generator = ORTModelForSeq2SeqLM.from_pretrained(self.export_dir, use_cache=True, use_merged=False,
+                                                                  provider=self.provider)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
-from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner
+from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
 
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
 # metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
@@ -25,9 +25,11 @@ from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner
 # matters is the task metric, within 1 point.
 TOLERANCES = {
     "fp32": {"logits": 1e-4, "scores": 1e-4, "tokens": 0.0, "metric": 0.0},
+    "fp16": {"logits": 0.1, "scores": 0.1, "tokens": 0.05, "metric": 1.0},
+    "bf16": {"logits": 0.5, "scores": 0.5, "tokens": 0.05, "metric": 1.0},
     "int8": {"logits": 2.0, "scores": 2.0, "tokens": 0.05, "metric": 1.0},
 }
-REFERENCE = "torch_hypernet"
+REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
@@ -35,7 +37,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     """Compare every runner with the hypernetwork model; write and return the parity report."""
     from hyperexport.fold import load_folded_task
     from hyperexport.materialize import TASKS_DIR
-    from hyperexport.onnx_export import CLASSIFY_FILE, label_token_ids
+    from hyperexport.onnx_export import label_token_ids
     from hyperexport.run import load_run
 
     export_dir = Path(export_dir)
@@ -51,21 +53,40 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     if not token_ids_only:
         evaluation, targets = _evaluation_inputs(loaded, task, facts, label_ids, max_examples)
         input_sets = {"evaluation": evaluation, **input_sets}
-    runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)),
-               TorchRunner("torch_folded", folded), OnnxRuntimeRunner(export_dir, CLASSIFY_FILE)]
+    precision = manifest["precision"]
+    runners, not_run = _runners(loaded, task, folded, export_dir, precision)
     outputs = {}
     for runner in runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    tolerances = {"torch_folded": TOLERANCES["fp32"], OnnxRuntimeRunner.name: TOLERANCES[manifest["precision"]]}
+    tolerances = {runner.name: TOLERANCES["fp32" if runner.name == FOLDED else precision] for runner in runners}
     comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
     metrics = [] if token_ids_only else _metric_parity(
         {r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
-              "precision": manifest["precision"], "comparisons": comparisons, "metrics": metrics,
-              "passed": all(c["passed"] for c in comparisons + metrics)}
+              "precision": precision, "comparisons": comparisons, "metrics": metrics, "not_run": not_run,
+              "passed": all(c["passed"] for c in comparisons + metrics) and not not_run}
     artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
     return report
+
+
+def _runners(loaded, task: str, folded, export_dir: Path, precision: str) -> tuple[list, list[dict]]:
+    """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
+    what that precision costs), and ONNX Runtime where a provider here runs the export's graphs."""
+    from hyperexport.fold import load_folded_task
+    from hyperexport.materialize import TASKS_DIR
+    from hyperexport.onnx_export import CLASSIFY_FILE
+    from hyperexport.precision import cast_to_precision
+
+    runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
+    if precision in ("fp16", "bf16"):
+        cast = cast_to_precision(load_folded_task(loaded.path / TASKS_DIR / task)[0], precision)
+        runners.append(TorchRunner(f"{FOLDED}_{precision}", cast))
+    provider = onnxruntime_provider(precision)
+    if provider is None:
+        return runners, [{"runner": OnnxRuntimeRunner.name, "reason": f"{precision} graphs need ONNX Runtime's "
+                          "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
+    return runners + [OnnxRuntimeRunner(export_dir, CLASSIFY_FILE, provider)], []
 
 
 def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,

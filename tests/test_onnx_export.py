@@ -166,4 +166,5 @@ def test_export_cli_int8_goes_to_its_own_default_folder(exported, tmp_path, monk
     manifest = json.loads((tmp_path / "exports" / "rte" / "onnx-int8" / "manifest.json").read_text())
     assert (manifest["precision"], manifest["opset"]) == ("int8", 18)
     bad = CliRunner().invoke(app, ["export", "--run", str(run), "--task", "rte", "--precision", "fp8"])
-    assert bad.exit_code == 2 and "precision 'fp8' is not available for onnx" in bad.stderr
+    assert bad.exit_code == 2 and "unknown precision 'fp8': use fp32, fp16, bf16, int8" in bad.stderr
+    assert not (tmp_path / "exports" / "rte" / "onnx-fp8").exists()

@@ -1,0 +1,46 @@
+"""Export precisions: which dtype each part of a folded model runs in, and how far that moves its outputs.
+
+- fp32: everything fp32.
+- fp16: everything fp16 except each feed-forward's `wo` and the adapter that follows it, which stay fp32.
+  T5's `wo` outputs overflow fp16's ±65504 (transformers keeps `wo` in fp32 for this reason,
+  `_keep_in_fp32_modules = ["wo"]`); its T5DenseActDense casts `wo`'s input up, so the residual stream
+  after the first feed-forward is fp32 too, and every layer norm casts back down for the next sublayer.
+- bf16: everything bf16 (fp32's exponent range: no overflow, 8 bits of mantissa).
+- int8: the fp32 graph, then ONNX Runtime's dynamic quantization (`onnx_export.quantize_folder`).
+The precision lives in the graph itself (strongly typed TensorRT takes no precision flags).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
+CPU_RUNNABLE = ("fp32", "fp16", "int8")  # ONNX Runtime's CPU provider lacks bf16 kernels (e.g. Sub)
+
+
+def cast_to_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Cast a folded T5 in place to `precision`'s dtype, with fp16's fp32 islands; returns it."""
+    from hyperexport.fold import AdaptedFeedForward
+
+    model.to(FLOAT_DTYPES[precision])
+    if precision == "fp16":
+        for module in model.modules():
+            if isinstance(module, AdaptedFeedForward):
+                module.adapter.float()
+            if hasattr(module, "wo"):  # T5DenseActDense / T5DenseGatedActDense
+                module.wo.float()
+    return model
+
+
+@torch.no_grad()
+def precision_drift(reference: nn.Module, cast: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    decoder_input_ids: torch.Tensor) -> dict:
+    """Teacher-forced logits of `cast` against the fp32 `reference` on the same inputs (PyTorch, CPU)."""
+    expected = reference(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    actual = cast(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    delta = (actual.float() - expected).abs()
+    return {"max_abs_diff_logits": float(delta.max()), "mean_abs_diff_logits": float(delta.mean()),
+            "max_abs_logit": float(expected.abs().max()), "finite": bool(torch.isfinite(actual).all()),
+            "argmax_agreement": float((actual.argmax(-1) == expected.argmax(-1)).float().mean())}
