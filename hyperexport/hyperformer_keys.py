@@ -170,6 +170,6 @@ def _task_adapters(original: OriginalState, sublayers: list[list[str]], tasks) -
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     """torch.stack, tolerating missing entries (empty tensors) so that every missing key gets listed."""
-    if any(t.numel() == 0 and t.dim() == 1 and t.shape[0] == 0 for t in tensors):
+    if any(t.numel() == 0 for t in tensors):
         return torch.zeros(0)
     return torch.stack(tensors)
