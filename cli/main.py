@@ -206,5 +206,24 @@ def bench(
     print_json(report) if json_output else print_bench(report)
 
 
+@app.command("import-hyperformer",
+             epilog="Example: hyperexport import-hyperformer outputs/hyperformer++ --output runs/hf-pp --tokenizer t5-base")
+@user_errors
+def import_hyperformer(
+    checkpoint_dir: Annotated[Path, typer.Argument(help="The original code's output_dir (pytorch_model.bin, "
+                                                   "config.json, the arguments JSON).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/<checkpoint folder name>.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer hub id or folder; default the checkpoint's "
+                                                     "own files, else none (token-id stages only).")] = None,
+    training_args: Annotated[Optional[Path], typer.Option(help="The arguments JSON the original ran with; "
+                                                          "default the one in CHECKPOINT_DIR.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+) -> None:
+    """Import a checkpoint of the original HyperFormer code (transformers 3.5.1) as a run folder."""
+    from hyperexport.import_hyperformer import import_hyperformer as import_checkpoint
+
+    typer.echo(f"imported: {import_checkpoint(checkpoint_dir, output, tokenizer, training_args, overwrite)}")
+
+
 def main() -> None:
     app()

@@ -98,6 +98,9 @@ def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | Non
 
         loaded = load_run(run)
         loaded.check_tasks([task])
+        if loaded.tokenizer is None:
+            raise UserError(f"the run {loaded.path.name} has no tokenizer, which bench needs for the labels: "
+                            "import it again with --tokenizer, or bench a --backbone shape")
         recipe, tokenizer, model, source = loaded.recipe, loaded.tokenizer, loaded.model, str(loaded.path)
         saved = loaded.path / artifacts.BACKBONE_DIR
         backbone_dir = saved if saved.is_dir() else None

@@ -78,7 +78,10 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     model, facts = load_folded_task(task_dir)
     cast_to_precision(model, precision)
-    tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR))
+    tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR)) if (run_dir / artifacts.TOKENIZER_DIR).is_dir() else None
+    if tokenizer is None and head != "generate":
+        raise UserError(f"the {head} head needs the run's tokenizer and {run_dir} has none: export --head generate, "
+                        "or import the checkpoint again with --tokenizer")
     tmp = artifacts.temporary_sibling(destination)
     try:
         if head in ("generate", "both"):
@@ -87,7 +90,8 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
             export_classify_graph(model, label_token_ids(tokenizer, facts["labels"]), tmp / CLASSIFY_FILE, opset)
         if precision == "int8":
             quantize_folder(tmp)
-        tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
         shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
         artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision=precision, opset=opset, folds=[],
