@@ -2,7 +2,7 @@
 examples by (a) a new task embedding only (`hyperexport adapt`'s path; started from rte's embedding or
 from N(0, 1)), (b) a fresh plain adapter (the `adapters` variant, one task) on the same frozen backbone
 and the run's trained layer norms, with the same K examples, steps and batch size, and (c) zero-shot
-with each trained task's embedding. Test accuracy on 200 held-out examples, mean ± std over seeds.
+with each trained task's embedding; and which task `--init-from auto` picks. Test accuracy on 200 held-out examples, mean ± std over seeds.
 
     python benchmarks/fewshot_bench.py [--run runs/demo] [--json results.json]
 
@@ -87,6 +87,11 @@ def main() -> None:
             args.run, recipe, trained, TASK, A.initial_embedding(trained, names, None, seed)),
         "plain adapter (fresh)": lambda seed: plain_adapter_model(args.run, recipe, trained),
     }
+    for shots in SHOTS:  # what `--init-from auto` would pick: the lowest loss on the shots
+        for seed in SEEDS:
+            task_data = A.split_few_shot(spec, rows, eval_rows, shots, seed, recipe.data.data_seed).task_data(spec)
+            choice, _ = A.nearest_task(args.run, recipe, trained, names, task_data.train, tokenizer)
+            results.setdefault("--init-from auto picks", {}).setdefault(shots, []).append(choice)
     for method, make in methods.items():
         for shots in SHOTS:
             for seed in SEEDS:
@@ -102,6 +107,9 @@ def main() -> None:
     for method, by_shots in results.items():
         if "all" in by_shots:
             cells = [f"{by_shots['all']:.1f}"] * len(SHOTS)
+        elif method.endswith("picks"):
+            cells = [", ".join(f"{name} {picks.count(name)}/{len(picks)}" for name in dict.fromkeys(picks))
+                     for picks in by_shots.values()]
         else:
             cells = [f"{statistics.fmean(v):.1f} ± {statistics.stdev(v):.1f}" for v in by_shots.values()]
         table.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -182,7 +182,7 @@ def adapt(
     metric: Annotated[Optional[str], typer.Option(help="Custom task: metric (default accuracy).")] = None,
     label_field: Annotated[Optional[str], typer.Option(help="Custom task: the label's field (default label).")] = None,
     shots: Annotated[Optional[int], typer.Option(min=1, help="K examples in total, stratified by label and seeded; default all.")] = None,
-    init_from: Annotated[Optional[str], typer.Option(help="Start from this trained task's embedding; default N(0, 1).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from this trained task's embedding, or auto: the one with the lowest loss on the shots; default N(0, 1).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seeds the shots, the batches and a random start.")] = 0,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (linear warmup and decay).")] = 3e-2,

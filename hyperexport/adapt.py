@@ -3,6 +3,8 @@ generalization). By default only a new task embedding learns; the hypernetworks 
 trained layer norms included) stay frozen, so every trained task keeps its exact adapters and the new
 task costs one embedding (t numbers) where a plain per-task adapter costs thousands.
 
+- Start: a trained task's embedding (`init_from`; "auto": the one whose embedding gives the shots the
+  lowest loss, PAPER.md 6.4's "related task") or N(0, 1) like every task's initialization.
 - Shots: K examples in total, stratified by label (round-robin over the task's labels in order, each
   label's rows in a permutation seeded with `seed`): K = 4 on a binary task is 2 + 2. No K: every row.
 - Evaluation rows (`eval_data`, else the rows of `data` not drawn as shots) are halved with the run's
@@ -38,6 +40,7 @@ EMBEDDING_KEY = "task_embeddings.weight"
 DEFAULT_STEPS = 200
 DEFAULT_LEARNING_RATE = 3e-2  # one 64-number vector drawn N(0, 1): it needs larger steps than the hypernet
 MIN_EVAL_ROWS = 2  # one validation and one test example at least
+AUTO_INIT = "auto"  # --init-from auto: the trained task whose embedding has the lowest loss on the shots
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,6 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
           learning_rate: float = DEFAULT_LEARNING_RATE, tune: str = "embedding", output: Path | None = None,
           overwrite: bool = False, progress_bar: bool = True) -> dict:
     """Learn `task` from the examples in `data` on the run at `run` (default runs/latest); returns a report."""
-    from safetensors.torch import load_file
-
     from hyperexport.model.build import load_tokenizer
     from hyperexport.recipe import load_recipe
 
@@ -79,19 +80,23 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
     few = split_few_shot(spec, rows, extra, shots, seed, recipe.data.data_seed)
 
     tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR))
-    trained = load_file(str(run_dir / artifacts.WEIGHTS_FILE))
+    trained = _read_trained(run_dir / artifacts.WEIGHTS_FILE)
     names = [t.name for t in recipe.tasks]
+    task_data = few.task_data(spec)
+    init_losses = None
+    if init_from == AUTO_INIT:
+        init_from, init_losses = nearest_task(run_dir, recipe, trained, names, task_data.train, tokenizer)
     init_row = initial_embedding(trained, names, init_from, seed)
     model = adaptation_model(run_dir, recipe, trained, task, init_row)
     trainable = set_trainable(model, tune)
-    task_data = few.task_data(spec)
     before = evaluate_new_task(model, tokenizer, task_data, recipe)
     losses = train_steps(model, tokenizer, task_data.train, recipe, steps, learning_rate, seed, progress_bar)
     after = evaluate_new_task(model, tokenizer, task_data, recipe)
 
     tensors = _run_tensors(model, trained)
     report = {
-        "run": str(destination), "task": task, "tune": tune, "init_from": init_from, "seed": seed,
+        "run": str(destination), "task": task, "tune": tune, "init_from": init_from, "init_losses": init_losses,
+        "seed": seed,
         "shots": len(few.train), "validation_examples": len(few.validation), "test_examples": len(few.test),
         "steps": steps, "learning_rate": learning_rate,
         "parameters": _parameter_facts(recipe, init_row, trainable),
@@ -114,9 +119,9 @@ def _check_request(recipe, run_dir: Path, task: str, init_from: str | None, tune
                         "adapt a hyperformer++ or hyperformer run")
     if task in names:
         raise UserError(f"task '{task}' is already in the run {run_dir.name}: give the new task another name")
-    if init_from is not None and init_from not in names:
+    if init_from is not None and init_from not in (*names, AUTO_INIT):
         raise UserError(f"--init-from '{init_from}' is not a task of the run {run_dir.name}: "
-                        f"its tasks are {', '.join(names)}")
+                        f"its tasks are {', '.join(names)} (or {AUTO_INIT}: the one with the lowest loss on the shots)")
     if tune not in TUNE_CHOICES:
         raise UserError(f"unknown --tune '{tune}': use {', '.join(TUNE_CHOICES)}")
     if tune != "embedding" and destination == run_dir:
@@ -247,6 +252,32 @@ def initial_embedding(trained: dict[str, torch.Tensor], task_names: list[str], i
     return torch.randn(table.shape[1], generator=torch.Generator().manual_seed(seed))
 
 
+@torch.no_grad()
+def nearest_task(run_dir: Path, recipe, trained: dict[str, torch.Tensor], task_names: list[str], examples: list,
+                 tokenizer) -> tuple[str, dict[str, float]]:
+    """The trained task whose embedding, used as is, gives the shots the lowest loss (the recipe's loss,
+    teacher-forced, dropout off), and every trained task's loss."""
+    from hyperexport.data.collate import collate
+    from hyperexport.training.loss import label_smoothed_nll_loss
+
+    task, config = examples[0].task, recipe.train
+    model = adaptation_model(run_dir, recipe, trained, task, trained[EMBEDDING_KEY][0])
+    losses = {}
+    for row, name in enumerate(task_names):
+        model.task_embeddings.weight.copy_(trained[EMBEDDING_KEY][row][None])
+        total = 0.0
+        for start in range(0, len(examples), config.eval_batch_size):
+            chunk = examples[start:start + config.eval_batch_size]
+            batch = collate(tokenizer, chunk, {task: 0}, recipe.data.max_source_length, recipe.data.max_target_length)
+            logits = model(task_ids=batch["task_ids"], input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"],
+                           decoder_input_ids=model.backbone._shift_right(batch["labels"])).logits
+            total += len(chunk) * label_smoothed_nll_loss(logits, batch["labels"], config.label_smoothing,
+                                                          config.loss_reduction).item()
+        losses[name] = total / len(examples)
+    return min(losses, key=losses.get), losses
+
+
 def adaptation_model(run_dir: Path, recipe, trained: dict[str, torch.Tensor], task: str, embedding: torch.Tensor):
     """A one-task HyperT5 on the run's backbone: the run's hypernetworks and layer norms, `embedding` as
     the task's row. Its generators do not depend on the number of tasks, so the run's tensors fit."""
@@ -322,6 +353,19 @@ def evaluate_new_task(model, tokenizer, task_data, recipe, split: str = "test") 
     result = evaluate_tasks(model, tokenizer, {task_data.spec.name: task_data}, split, recipe.train.eval_batch_size,
                             recipe.data.max_source_length, torch.device("cpu"), with_baseline=True)
     return result["tasks"][task_data.spec.name]
+
+
+def _read_trained(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"cannot read {path}: {error}; the file is corrupted or truncated") from None
+    if EMBEDDING_KEY not in tensors:
+        raise UserError(f"{path} has no {EMBEDDING_KEY}: it is not a hyperformer run's weights file")
+    return tensors
 
 
 def _run_tensors(model, trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

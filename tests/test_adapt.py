@@ -266,3 +266,20 @@ def test_a_per_task_adapter_is_counted_from_the_backbone_shapes():
     d, m = config.d_model, config.d_model // recipe.model.reduction_factor
     positions = 2 * (config.num_layers + config.num_decoder_layers)
     assert per_task_adapter_parameters(recipe) == positions * (2 * m * d + m + d)  # demo: 12 x 4,240 = 50,880
+
+
+def test_init_from_auto_scores_each_trained_embedding_on_the_shots(trained):
+    from hyperexport.adapt import nearest_task
+    from hyperexport.data.collate import make_examples
+
+    run, _, _ = trained
+    recipe = load_recipe(run / artifacts.RECIPE_FILE)
+    tensors = load_file(str(run / artifacts.WEIGHTS_FILE))
+    tokenizer = load_tokenizer(str(run / artifacts.TOKENIZER_DIR))
+    shots = make_examples(get_task("scitail"), demo_examples("scitail", "train", 6, 0))
+    best, losses = nearest_task(run, recipe, tensors, OLD_TASKS, shots, tokenizer)
+    assert set(losses) == set(OLD_TASKS) and best == min(losses, key=losses.get)
+    assert len(set(losses.values())) == 3  # each row gives its own loss
+    swapped = dict(tensors, **{EMBEDDING_KEY: tensors[EMBEDDING_KEY][[1, 0, 2]]})  # rte's and sst2's rows swapped
+    _, swapped_losses = nearest_task(run, recipe, swapped, OLD_TASKS, shots, tokenizer)
+    assert swapped_losses["rte"] == pytest.approx(losses["sst2"]) and swapped_losses["sst2"] == pytest.approx(losses["rte"])
