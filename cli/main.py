@@ -15,7 +15,8 @@ import typer
 
 from hyperexport.errors import UserError
 from hyperexport_cli.errors import user_errors
-from hyperexport_cli.output import print_bench, print_json, print_metrics, print_parameters, print_parity
+from hyperexport_cli.output import (print_adapt, print_bench, print_json, print_metrics, print_parameters,
+                                    print_parity)
 
 app = typer.Typer(
     name="hyperexport",
@@ -223,6 +224,41 @@ def import_hyperformer(
     from hyperexport.import_hyperformer import import_hyperformer as import_checkpoint
 
     typer.echo(f"imported: {import_checkpoint(checkpoint_dir, output, tokenizer, training_args, overwrite)}")
+
+
+@app.command(epilog="Example: hyperexport adapt runs/demo --task scitail --data scitail.jsonl --shots 16 --init-from rte  |  "
+                     "hyperexport adapt --task topic --data topic.csv --template 'sentence: {text}' --labels 0,1,2 --json")
+@user_errors
+def adapt(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder; default runs/latest.", show_default=False)] = None,
+    task: Annotated[str, typer.Option(help="The new task's name (a built-in task, or a custom one with --template/--labels).")] = "",
+    data: Annotated[Optional[Path], typer.Option(help="Labelled examples, .jsonl or .csv: the shots are drawn from it.")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(
+        help="Labelled examples to measure the task on (halved into validation/test); default: the rows of --data not drawn.")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Custom task: source template, e.g. 'sentence: {text}'.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Custom task: label strings, comma-separated, e.g. 0,1.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Custom task: metric (default accuracy).")] = None,
+    label_field: Annotated[Optional[str], typer.Option(help="Custom task: the label's field (default label).")] = None,
+    shots: Annotated[Optional[int], typer.Option(min=1, help="K examples in total, stratified by label and seeded; default all.")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from this trained task's embedding, or auto: the one with the lowest loss on the shots; default N(0, 1).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Seeds the shots, the batches and a random start.")] = 0,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (linear warmup and decay).")] = 3e-2,
+    tune: Annotated[str, typer.Option(help="embedding (default), layer-norms or hypernet (these two need --output).")] = "embedding",
+    output: Annotated[Optional[Path], typer.Option(help="Write the updated run here; default: update RUN in place.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output folder.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Add a task to a trained run from a few examples: learn only its task embedding (hypernetworks and backbone frozen)."""
+    from hyperexport.adapt import adapt as adapt_task
+
+    if not task or data is None:
+        raise UserError("name the new task with --task and its labelled examples with --data FILE")
+    label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
+    report = adapt_task(run, task, data, eval_data=eval_data, template=template, labels=label_list, metric=metric,
+                        label_field=label_field, shots=shots, init_from=init_from, steps=steps, seed=seed,
+                        learning_rate=learning_rate, tune=tune, output=output, overwrite=overwrite)
+    print_json(report) if json_output else print_adapt(report)
 
 
 def main() -> None:

@@ -78,3 +78,18 @@ def _rounded(values):
         return ", ".join(f"{key} {_rounded(value)}" if not isinstance(value, dict) else f"{key} [{_rounded(value)}]"
                          for key, value in values.items())
     return f"{values:.2f}x"
+
+
+def print_adapt(report: dict) -> None:
+    table = Table(title=f"adapt: {report['task']} from {report['shots']} shots, {report['steps']} steps "
+                        f"(init {report['init_from'] or 'random'}, tune {report['tune']})")
+    for column in ("metric", "at init", "adapted", "majority"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    test = report["test"]
+    for name, value in test["adapted"].items():
+        table.add_row(name, f"{test['init'][name]:.2f}", f"{value:.2f}", f"{test['majority_baseline'][name]:.2f}")
+    Console().print(table)
+    counts = report["parameters"]
+    Console().print(f"test examples: {report['test_examples']}; parameters added: {counts['added']:,} "
+                    f"(trained {counts['trained']:,}); a per-task adapter would add {counts['per_task_adapter']:,}")
+    Console().print(f"updated run: {report['run']}")
