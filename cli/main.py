@@ -15,7 +15,8 @@ import typer
 
 from hyperexport.errors import UserError
 from hyperexport_cli.errors import user_errors
-from hyperexport_cli.output import print_json, print_metrics, print_parameters, print_parity
+from hyperexport_cli.output import (print_adapt, print_bench, print_json, print_metrics, print_parameters,
+                                    print_parity)
 
 app = typer.Typer(
     name="hyperexport",
@@ -206,6 +207,96 @@ def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
 
     report = parameter_report(load_recipe(recipe))
     print_json(report) if json_output else print_parameters(report)
+
+
+@app.command(epilog="Example: hyperexport bench --task rte --backbone t5-small --batch 1,8 --json  |  "
+                     "hyperexport bench --task rte --train --backbone t5-small")
+@user_errors
+def bench(
+    task: Annotated[str, typer.Option(help="The task to benchmark.")],
+    run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest (with --backbone: "
+                                                     "the default recipe).")] = None,
+    backbone: Annotated[Optional[str], typer.Option(
+        help="Build this backbone preset's shape with random weights (t5-small, t5-base): real model sizes, "
+             "no download.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(
+        help="With --backbone: the recipe whose tasks and adapter settings to use (default: the run's, "
+             "else the embedded demo recipe).")] = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,8,32",
+    seq: Annotated[int, typer.Option(help="Input length in tokens.")] = 128,
+    head: Annotated[str, typer.Option(help="classify, generate, or classify,generate.")] = "classify,generate",
+    rounds: Annotated[int, typer.Option(help="Timed calls per variant, batch and head.")] = 10,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Instead: training steps/s of HyperFormer++ against "
+                                                         "plain adapters on the same batches.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
+    folded model, ONNX Runtime fp32/int8 and the plain backbone, measured side by side."""
+    from hyperexport.bench import bench as run_bench, bench_training, parse_sizes
+
+    batches = parse_sizes(batch, "batch")
+    if train:
+        report = bench_training(run, task, backbone, recipe, batches[0], seq, rounds, threads,
+                                progress_bar=not json_output)
+    else:
+        report = run_bench(run, task, backbone, recipe, batches, seq, tuple(head.split(",")), rounds, threads,
+                           progress_bar=not json_output)
+    print_json(report) if json_output else print_bench(report)
+
+
+@app.command("import-hyperformer",
+             epilog="Example: hyperexport import-hyperformer outputs/hyperformer++ --output runs/hf-pp --tokenizer t5-base")
+@user_errors
+def import_hyperformer(
+    checkpoint_dir: Annotated[Path, typer.Argument(help="The original code's output_dir (pytorch_model.bin, "
+                                                   "config.json, the arguments JSON).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/<checkpoint folder name>.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer hub id or folder; default the checkpoint's "
+                                                     "own files, else none (token-id stages only).")] = None,
+    training_args: Annotated[Optional[Path], typer.Option(help="The arguments JSON the original ran with; "
+                                                          "default the one in CHECKPOINT_DIR.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+) -> None:
+    """Import a checkpoint of the original HyperFormer code (transformers 3.5.1) as a run folder."""
+    from hyperexport.import_hyperformer import import_hyperformer as import_checkpoint
+
+    typer.echo(f"imported: {import_checkpoint(checkpoint_dir, output, tokenizer, training_args, overwrite)}")
+
+
+@app.command(epilog="Example: hyperexport adapt runs/demo --task scitail --data scitail.jsonl --shots 16 --init-from rte  |  "
+                     "hyperexport adapt --task topic --data topic.csv --template 'sentence: {text}' --labels 0,1,2 --json")
+@user_errors
+def adapt(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder; default runs/latest.", show_default=False)] = None,
+    task: Annotated[str, typer.Option(help="The new task's name (a built-in task, or a custom one with --template/--labels).")] = "",
+    data: Annotated[Optional[Path], typer.Option(help="Labelled examples, .jsonl or .csv: the shots are drawn from it.")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(
+        help="Labelled examples to measure the task on (halved into validation/test); default: the rows of --data not drawn.")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Custom task: source template, e.g. 'sentence: {text}'.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Custom task: label strings, comma-separated, e.g. 0,1.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Custom task: metric (default accuracy).")] = None,
+    label_field: Annotated[Optional[str], typer.Option(help="Custom task: the label's field (default label).")] = None,
+    shots: Annotated[Optional[int], typer.Option(min=1, help="K examples in total, stratified by label and seeded; default all.")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from this trained task's embedding, or auto: the one with the lowest loss on the shots; default N(0, 1).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Seeds the shots, the batches and a random start.")] = 0,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (linear warmup and decay).")] = 3e-2,
+    tune: Annotated[str, typer.Option(help="embedding (default), layer-norms or hypernet (these two need --output).")] = "embedding",
+    output: Annotated[Optional[Path], typer.Option(help="Write the updated run here; default: update RUN in place.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output folder.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Add a task to a trained run from a few examples: learn only its task embedding (hypernetworks and backbone frozen)."""
+    from hyperexport.adapt import adapt as adapt_task
+
+    if not task or data is None:
+        raise UserError("name the new task with --task and its labelled examples with --data FILE")
+    label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
+    report = adapt_task(run, task, data, eval_data=eval_data, template=template, labels=label_list, metric=metric,
+                        label_field=label_field, shots=shots, init_from=init_from, steps=steps, seed=seed,
+                        learning_rate=learning_rate, tune=tune, output=output, overwrite=overwrite)
+    print_json(report) if json_output else print_adapt(report)
 
 
 def main() -> None:

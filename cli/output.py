@@ -54,3 +54,47 @@ def print_parity(report: dict) -> None:
     for skipped in report.get("not_run", []):
         Console().print(f"not run: {skipped['runner']}: {skipped['reason']}")
     Console().print("parity passed" if report["passed"] else "parity FAILED")
+
+
+def print_bench(report: dict) -> None:
+    if "training" in report:
+        table = Table(title=f"training steps/s: {report['source']} (batch {report['batch']}, seq {report['seq']})")
+        for column in ("variant", "steps/s", "p50 ms"):
+            table.add_column(column, justify="left" if column == "variant" else "right")
+        for variant, row in report["training"].items():
+            table.add_row(variant, f"{row['steps_per_s']:.2f}", f"{row['p50_ms']:.1f}")
+        Console().print(table)
+        Console().print(f"hypernetwork step overhead over plain adapters: {100 * report['overhead']:.1f}%")
+        return
+    table = Table(title=f"bench: {report['task']} on {report['source']} (seq {report['seq']}, "
+                        f"{report['machine']['threads']} threads)")
+    for column in ("head", "batch", "variant", "p50 ms", "p90 ms", "throughput"):
+        table.add_column(column, justify="left" if column in ("head", "variant") else "right")
+    for row in report["results"]:
+        table.add_row(row["head"], str(row["batch"]), row["variant"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}",
+                      f"{row['throughput']:.1f} {row['unit']}")
+    Console().print(table)
+    for name, values in report["ratios"].items():
+        Console().print(f"{name} (speed-up): {_rounded(values)}")
+
+
+def _rounded(values):
+    if isinstance(values, dict):
+        return ", ".join(f"{key} {_rounded(value)}" if not isinstance(value, dict) else f"{key} [{_rounded(value)}]"
+                         for key, value in values.items())
+    return f"{values:.2f}x"
+
+
+def print_adapt(report: dict) -> None:
+    table = Table(title=f"adapt: {report['task']} from {report['shots']} shots, {report['steps']} steps "
+                        f"(init {report['init_from'] or 'random'}, tune {report['tune']})")
+    for column in ("metric", "at init", "adapted", "majority"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    test = report["test"]
+    for name, value in test["adapted"].items():
+        table.add_row(name, f"{test['init'][name]:.2f}", f"{value:.2f}", f"{test['majority_baseline'][name]:.2f}")
+    Console().print(table)
+    counts = report["parameters"]
+    Console().print(f"test examples: {report['test_examples']}; parameters added: {counts['added']:,} "
+                    f"(trained {counts['trained']:,}); a per-task adapter would add {counts['per_task_adapter']:,}")
+    Console().print(f"updated run: {report['run']}")

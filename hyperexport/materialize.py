@@ -86,7 +86,8 @@ def _task_facts(loaded, task: str) -> dict:
         "metrics": list(spec.metrics),
         "postprocess": spec.postprocess,
         "is_regression": spec.is_regression,
-        "max_new_tokens": max_target_tokens(spec, loaded.tokenizer),
+        # with no tokenizer (an imported run) the recipe's target length bounds generation
+        "max_new_tokens": max_target_tokens(spec, loaded.tokenizer) if loaded.tokenizer else loaded.recipe.data.max_target_length,
         "max_source_length": loaded.recipe.data.max_source_length,
         "adapter": {"activation": config.activation, "layer_norm_eps": ADAPTER_LAYER_NORM_EPS,
                     "positions": ["feed_forward", "self_attention"], "variant": config.variant},

@@ -78,16 +78,20 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     model, facts = load_folded_task(task_dir)
     cast_to_precision(model, precision)
-    tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR))
+    tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR)) if (run_dir / artifacts.TOKENIZER_DIR).is_dir() else None
+    if tokenizer is None and head != "generate":
+        raise UserError(f"the {head} head needs the run's tokenizer and {run_dir} has none: export --head generate, "
+                        "or import the checkpoint again with --tokenizer")
     tmp = artifacts.temporary_sibling(destination)
     try:
         if head in ("generate", "both"):
-            _export_generate(model, tmp, opset)
+            export_generate_graphs(model, tmp, opset)
         if head in ("classify", "both"):
-            _export_classify(model, label_token_ids(tokenizer, facts["labels"]), tmp / CLASSIFY_FILE, opset)
+            export_classify_graph(model, label_token_ids(tokenizer, facts["labels"]), tmp / CLASSIFY_FILE, opset)
         if precision == "int8":
             quantize_folder(tmp)
-        tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
         shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
         artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision=precision, opset=opset, folds=[],
@@ -98,7 +102,8 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
     return destination
 
 
-def _export_generate(model: nn.Module, folder: Path, opset: int) -> None:
+def export_generate_graphs(model: nn.Module, folder: Path, opset: int = DEFAULT_OPSET) -> None:
+    """optimum's encoder / decoder / decoder-with-past graphs of a plain or folded T5 into `folder`."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     bf16 = next(model.parameters()).dtype == torch.bfloat16
@@ -137,7 +142,8 @@ def _set_static_cache_dims(folder: Path, num_heads: int, d_kv: int) -> None:
         onnx.save(graph_model, str(path))
 
 
-def _export_classify(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int) -> None:
+def export_classify_graph(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """The `LabelScorer` of a plain or folded T5 as one graph: input_ids, attention_mask -> scores."""
     scorer = LabelScorer(model, label_ids).eval()
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
     with torch.no_grad():

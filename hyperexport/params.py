@@ -45,13 +45,26 @@ def _per_task_parameters(model: HyperT5) -> int:
 
 def parameter_report(recipe) -> dict:
     """`count_parameters` for a recipe's model, built on the meta device from its backbone config."""
+    model = _meta_model(recipe.backbone.config, [t.name for t in recipe.tasks], recipe.model)
+    return {"recipe": recipe.name, "backbone": recipe.backbone.config, "variant": recipe.model.variant,
+            **count_parameters(model)}
+
+
+def per_task_adapter_parameters(recipe) -> int:
+    """What one task adds as a plain per-task adapter (the `adapters` variant) on the recipe's backbone
+    at its reduction factor: down/up weights and biases at every layer and position."""
+    from dataclasses import replace
+
+    plain = replace(recipe.model, variant="adapters", task_projector_input_dim=None)
+    return _per_task_parameters(_meta_model(recipe.backbone.config, ["task"], plain))
+
+
+def _meta_model(backbone: str, task_names: list[str], model_config) -> HyperT5:
     from transformers import T5ForConditionalGeneration
 
     from hyperexport.backbones import backbone_config
 
-    config = backbone_config(recipe.backbone.config)  # the architecture, also for pretrained backbones
+    config = backbone_config(backbone)  # the architecture, also for pretrained backbones
     with torch.device("meta"):
-        model = HyperT5(T5ForConditionalGeneration(config), [t.name for t in recipe.tasks], recipe.model)
-    return {"recipe": recipe.name, "backbone": recipe.backbone.config, "variant": recipe.model.variant,
-            **count_parameters(model)}
+        return HyperT5(T5ForConditionalGeneration(config), task_names, model_config)
 

@@ -49,6 +49,9 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     else:
         rows = read_examples(facts["task"], facts["template"], text, input_file)
     sources = [facts["template"].format(**row) for row in rows]
+    if not (folder / artifacts.TOKENIZER_DIR).is_dir():
+        raise UserError(f"{folder} has no tokenizer (its run was imported without one): import the checkpoint "
+                        "again with --tokenizer, then materialize and export")
     tokenizer = load_tokenizer(str(folder / artifacts.TOKENIZER_DIR))
     warn_truncated(tokenizer, sources, facts["max_source_length"])
     if (folder / plan_name(CLASSIFY_FILE)).is_file() or (folder / plan_name(ENCODER_FILE)).is_file():

@@ -34,11 +34,16 @@ class BackboneConfig:
     config: str = "t5-small"  # a packaged preset name (see backbones) or a path to a T5 config.json
     pretrained: str | None = None  # hub id or local dir of T5 weights; None: random init (offline)
     tokenizer: str = "byt5"  # "byt5" (bytes) or "demo-words" (demo vocabulary): made in code; else hub id / dir
+    # transformers 3.5's decoder cross-attention relative-position bias (block 0's table, bidirectional
+    # buckets, reused by every decoder layer), as checkpoints of the original HyperFormer code use it.
+    legacy_cross_attention_bias: bool = False
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    variant: Literal["hyperformer++", "hyperformer", "adapters"] = "hyperformer++"
+    # hyperformer-layer: one hypernet per stack over [task, layer id], generators per position (the
+    # released configs/hyperformer.json)
+    variant: Literal["hyperformer++", "hyperformer", "hyperformer-layer", "adapters"] = "hyperformer++"
     reduction_factor: int = 32
     task_embedding_dim: int = 64
     hypernet_hidden_dim: int = 128

@@ -41,8 +41,10 @@ def load_run(run: str | Path | None = None) -> LoadedRun:
     recipe = load_recipe(path / artifacts.RECIPE_FILE)
     backbone_dir = path / artifacts.BACKBONE_DIR
     model = build_model(recipe, [t.name for t in recipe.tasks], backbone_dir if backbone_dir.is_dir() else None)
-    tokenizer = load_tokenizer(str(path / artifacts.TOKENIZER_DIR))
-    check_tokenizer_fits(tokenizer, model.backbone.config)
+    tokenizer = None  # an imported run may have none: the stages that need one say so
+    if (path / artifacts.TOKENIZER_DIR).is_dir():
+        tokenizer = load_tokenizer(str(path / artifacts.TOKENIZER_DIR))
+        check_tokenizer_fits(tokenizer, model.backbone.config)
     load_trainable(model, path / artifacts.WEIGHTS_FILE)
     return LoadedRun(path, recipe, tokenizer, model.eval())
 

@@ -62,8 +62,10 @@ class TorchRunner:
                          decoder_input_ids=inputs.decoder_input_ids)
         tokens = self.model.generate(**task, input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
                                      max_new_tokens=inputs.max_new_tokens, do_sample=False, num_beams=1)
-        scores = teacher_forced_label_scores(forward, backbone._shift_right, inputs)
-        return {"logits": logits.float().numpy(), "scores": scores.numpy(), "tokens": tokens.numpy()}
+        outputs = {"logits": logits.float().numpy(), "tokens": tokens.numpy()}
+        if inputs.label_ids.numel():  # no labels: verify on token ids only (a run without a tokenizer)
+            outputs["scores"] = teacher_forced_label_scores(forward, backbone._shift_right, inputs).numpy()
+        return outputs
 
 
 def onnxruntime_provider(precision: str) -> str | None:

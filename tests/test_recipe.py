@@ -222,7 +222,7 @@ train: {label_smoothing: 1, lr: 1}
         "line 8: duplicate key 'train'",
         "tasks[0].lables: unknown key (did you mean 'labels'?)",
         "tasks[1].name: missing (required)",
-        "model.variant: expected one of hyperformer++, hyperformer, adapters, got 'adapter'",
+        "model.variant: expected one of hyperformer++, hyperformer, hyperformer-layer, adapters, got 'adapter'",
         "model.reduction_factor: must be > 0, got 0",
         "data.temperature: must be > 0, got 0.0",
         "data.max_source_length: expected an integer, got '128'",

@@ -141,8 +141,15 @@ def _label_id(task: TaskSpec, text: str, where: str) -> int | float:
 
 
 def _local_file_examples(task: TaskSpec, source: str, split: str, path: Path) -> list[dict]:
-    file = _local_file(source, split, path)
-    rows = _jsonl_rows(file) if source == "jsonl" else _csv_rows(file)
+    return [row for _, row in task_file_rows(task, source, _local_file(source, split, path))]
+
+
+def task_file_rows(task: TaskSpec, source: str, file: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of a JSONL or CSV file whose every row has the task's template and label fields."""
+    try:
+        rows = _jsonl_rows(file) if source == "jsonl" else _csv_rows(file)
+    except UnicodeDecodeError:
+        raise UserError(f"{file} is not UTF-8 text; write {source} as UTF-8") from None
     required = (*task.source_fields, task.label_field)
     for line, row in rows:
         missing = [field for field in required if field not in row]
@@ -151,7 +158,7 @@ def _local_file_examples(task: TaskSpec, source: str, split: str, path: Path) ->
                 f"{file}:{line} lacks field(s) {', '.join(missing)} of task '{task.name}'; "
                 f"give every row {', '.join(required)}"
             )
-    return [row for _, row in rows]
+    return rows
 
 
 def _local_file(source: str, split: str, path: Path) -> Path:

@@ -43,11 +43,53 @@ def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None):
     source = weights_dir or backbone_config.pretrained
     if source is None:
         torch.manual_seed(seed)
-        return T5ForConditionalGeneration(config_of(backbone_config.config))
-    try:
-        return T5ForConditionalGeneration.from_pretrained(str(source))
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load backbone '{source}': {str(error).splitlines()[0]}") from None
+        backbone = T5ForConditionalGeneration(config_of(backbone_config.config))
+        table = None
+    else:
+        try:
+            backbone = T5ForConditionalGeneration.from_pretrained(str(source))
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot load backbone '{source}': {str(error).splitlines()[0]}") from None
+        table = _saved_legacy_bias(Path(source)) if backbone_config.legacy_cross_attention_bias else None
+    if backbone_config.legacy_cross_attention_bias:
+        add_legacy_cross_attention_bias(backbone, table)
+    return backbone
+
+
+LEGACY_CROSS_ATTENTION_BIAS_KEY = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+
+
+def add_legacy_cross_attention_bias(backbone, table: torch.Tensor | None = None) -> None:
+    """Give decoder block 0's cross-attention the relative-position bias table of transformers 3.5's T5.
+
+    Current transformers computes the bias a block's first cross-attention returns, and its decoder stack
+    hands that bias to every later layer, as 3.5 did; only the table (and the bucketing direction) is gone.
+    `table` [num_buckets, num_heads]; None keeps a freshly initialised one.
+    """
+    from torch import nn
+
+    config = backbone.config
+    attention = backbone.decoder.block[0].layer[1].EncDecAttention
+    attention.relative_attention_bias = nn.Embedding(config.relative_attention_num_buckets, config.num_heads)
+    attention.has_relative_attention_bias = True
+    attention.is_decoder = False  # compute_bias buckets bidirectionally exactly when is_decoder is False
+    if table is not None:
+        with torch.no_grad():
+            attention.relative_attention_bias.weight.copy_(table)
+    attention.relative_attention_bias.requires_grad_(False)
+
+
+def _saved_legacy_bias(folder: Path) -> torch.Tensor:
+    """The legacy table from a saved backbone folder (from_pretrained drops the key as unexpected)."""
+    from safetensors import safe_open
+
+    path = folder / "model.safetensors"
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as handle:
+            if LEGACY_CROSS_ATTENTION_BIAS_KEY in handle.keys():
+                return handle.get_tensor(LEGACY_CROSS_ATTENTION_BIAS_KEY)
+    raise UserError(f"backbone '{folder}' has no {LEGACY_CROSS_ATTENTION_BIAS_KEY} in model.safetensors, which "
+                    "backbone.legacy_cross_attention_bias needs: import the checkpoint again")
 
 
 def check_tokenizer_fits(tokenizer, config) -> None:

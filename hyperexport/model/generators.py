@@ -1,9 +1,11 @@
-"""Where adapter weights come from: the three variants of PAPER.md 1.5, 1.6 and 1.9.
+"""Where adapter weights come from: the variants of PAPER.md 1.5, 1.6 and 1.9.
 
 Each stack (encoder, decoder) owns one generator. A generator maps the batch's U distinct tasks to
 one `AdapterWeights` for all L layers and both positions in a single batched call:
 - `HyperNetPlusPlus`: one hypernet per stack, conditioned on [task, layer id, position] (HyperFormer++);
 - `PerPositionHyperNets`: a hypernet per (layer, position), conditioned on the task (HyperFormer);
+- `LayerHyperNet`: one hypernet per stack, conditioned on [task, layer id], with a generator set per
+  position (the released configs/hyperformer.json, `unique_hyper_net`; PAPER 1.6);
 - `TaskAdapters`: plain per-task adapters with one post-LayerNorm per position (Adapter-dagger).
 """
 
@@ -95,8 +97,8 @@ class BatchedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(num, out_features, in_features).normal_(std=HYPERNET_INIT_STD))
         self.bias = nn.Parameter(torch.zeros(num, out_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [U, in] -> [U, N, out]
-        return torch.einsum("ui,noi->uno", x, self.weight) + self.bias
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., N, out]
+        return torch.einsum("...i,noi->...no", x, self.weight) + self.bias
 
 
 class PerPositionHyperNets(nn.Module):
@@ -123,6 +125,44 @@ class PerPositionHyperNets(nn.Module):
             up_bias=self.up_bias(task_embeddings).view(*lead, d),
             ln_weight=self.ln_weight(task_embeddings).view(*lead, d),
             ln_bias=self.ln_bias(task_embeddings).view(*lead, d),
+        )
+
+
+class LayerHyperNet(nn.Module):
+    """I = LN(MLP([z, l_i])) per (task, layer), then separate generators for each position."""
+
+    def __init__(self, num_layers: int, d_model: int, bottleneck: int, dim: int, hidden_dim: int):
+        super().__init__()
+        self.shape = (num_layers, d_model, bottleneck)
+        self.layer_id_embeddings = nn.Embedding(num_layers, dim)
+        self.projector = nn.Sequential(
+            init_linear(nn.Linear(2 * dim, hidden_dim)), nn.ReLU(), init_linear(nn.Linear(hidden_dim, dim))
+        )
+        self.projector_norm = nn.LayerNorm(dim, eps=PROJECTOR_LAYER_NORM_EPS)
+        m, d = bottleneck, d_model
+        self.down_weight = BatchedLinear(NUM_POSITIONS, dim, m * d)
+        self.down_bias = BatchedLinear(NUM_POSITIONS, dim, m)
+        self.up_weight = BatchedLinear(NUM_POSITIONS, dim, d * m)
+        self.up_bias = BatchedLinear(NUM_POSITIONS, dim, d)
+        self.ln_weight = BatchedLinear(NUM_POSITIONS, dim, d)
+        self.ln_bias = BatchedLinear(NUM_POSITIONS, dim, d)
+
+    def forward(self, task_embeddings: torch.Tensor) -> AdapterWeights:  # [U, t]
+        (num_tasks, dim), (num_layers, d, m) = task_embeddings.shape, self.shape
+        grid = (num_tasks, num_layers, dim)
+        condition = torch.cat(
+            [task_embeddings[:, None, :].expand(grid), self.layer_id_embeddings.weight[None, :, :].expand(grid)],
+            dim=-1,
+        )  # [U, L, 2t]
+        i = self.projector_norm(self.projector(condition))  # [U, L, t]
+        lead = (num_tasks, num_layers, NUM_POSITIONS)
+        return AdapterWeights(
+            down_weight=self.down_weight(i).view(*lead, m, d),  # [U, L, 2, m, d]
+            down_bias=self.down_bias(i),
+            up_weight=self.up_weight(i).view(*lead, d, m),
+            up_bias=self.up_bias(i),
+            ln_weight=self.ln_weight(i),
+            ln_bias=self.ln_bias(i),
         )
 
 

@@ -19,6 +19,7 @@ from transformers.activations import ACT2FN
 from hyperexport.model.adapter import STACKS, AdapterWeights, apply_adapter
 from hyperexport.model.generators import (
     HyperNetPlusPlus,
+    LayerHyperNet,
     PerPositionHyperNets,
     TaskAdapters,
     TaskEmbeddings,
@@ -120,6 +121,8 @@ def _generator(model_config, num_tasks: int, num_layers: int, d_model: int, bott
         return HyperNetPlusPlus(num_layers, d_model, bottleneck, dim, model_config.hypernet_hidden_dim)
     if model_config.variant == "hyperformer":
         return PerPositionHyperNets(num_layers, d_model, bottleneck, dim)
+    if model_config.variant == "hyperformer-layer":
+        return LayerHyperNet(num_layers, d_model, bottleneck, dim, model_config.hypernet_hidden_dim)
     return TaskAdapters(num_tasks, num_layers, d_model, bottleneck)
 
 

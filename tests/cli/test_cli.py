@@ -20,7 +20,7 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "materialize", "export", "verify", "predict", "params"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "materialize", "export", "verify", "predict", "params", "adapt"])
 def test_every_command_has_help_with_an_example(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0

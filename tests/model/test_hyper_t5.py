@@ -1,4 +1,4 @@
-"""HyperT5: shapes, init, trainable set, placement, per-example task ids, all three variants."""
+"""HyperT5: shapes, init, trainable set, placement, per-example task ids, every variant."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import model_config, tiny_t5, tiny_t5_config
 from hyperexport.model.generators import HYPERNET_INIT_STD
 from hyperexport.model.hyper_t5 import HyperT5
 
-VARIANTS = ("hyperformer++", "hyperformer", "adapters")
+VARIANTS = ("hyperformer++", "hyperformer", "hyperformer-layer", "adapters")
 TASKS = ("rte", "sst2", "mrpc")
 
 

@@ -1,0 +1,359 @@
+"""`bench`: the variants of one task side by side in one process, on the same inputs.
+
+Variants (`VARIANTS`): the PyTorch hypernetwork model (adapter weights generated in every call),
+the PyTorch folded model, ONNX Runtime fp32 and int8 exports of the folded model, and ONNX Runtime on
+the plain backbone without adapters (the floor). Heads: classify (the label scorer: examples/s) and
+generate (greedy decoding of exactly `new_tokens` tokens: tokens/s). Each round times every variant
+once, in an order rotated per round, so that machine drift hits them alike. Ratios are speed-ups
+(p50 latency of the slower form over the faster one's: > 1 means the first-named variant is faster).
+With `backbone`, the shape of that preset is built with random weights (the figures then hold for
+real model sizes; accuracy does not apply).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hyperexport.errors import UserError
+
+VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
+HEADS = ("classify", "generate")
+# ratio name -> (numerator variant, denominator variant): p50 of the first over p50 of the second
+RATIOS = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),
+          "ort_fp32_vs_plain_backbone": ("ort_plain_backbone", "ort_fp32"),
+          "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8")}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is benchmarked: a HyperT5 (trained or random), its recipe and tokenizer, and the task."""
+    recipe: object
+    tokenizer: object
+    model: object  # HyperT5
+    task: str
+    label_ids: torch.Tensor  # [K, L]
+    new_tokens: int  # the task's generation length (its longest label, </s> included)
+    source: str  # "runs/demo" or "random t5-small"
+    backbone_dir: Path | None  # a run's saved backbone weights; None: the recipe's (random from its seed)
+
+
+def parse_sizes(text: str, name: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32); anything else is a one-line error."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--{name} '{text}' is not a comma-separated list of positive integers (e.g. 1,8,32)")
+    return sizes
+
+
+def bench(run: str | Path | None = None, task: str = "", backbone: str | None = None, recipe: str | Path | None = None,
+          batches: tuple[int, ...] = (1, 8, 32), seq: int = 128, heads: tuple[str, ...] = HEADS, rounds: int = 10,
+          threads: int | None = None, progress_bar: bool = True) -> dict:
+    """Latency, throughput, sizes and ratios of every variant at every batch size (see module doc)."""
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown:
+        raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
+    if seq < 2 or rounds < 1:
+        raise UserError("--seq must be at least 2 and --rounds at least 1")
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    subject = _subject(run, task, backbone, recipe)
+    with tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder:
+        variants, sizes = _build_variants(subject, heads, Path(folder), threads, progress_bar)
+        rows = _measure(subject, variants, batches, seq, rounds, progress_bar)
+    return {"machine": _machine(threads), "source": subject.source, "task": subject.task,
+            "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
+            "adapter_bottleneck": _bottleneck(subject), "seq": seq, "batches": list(batches), "rounds": rounds,
+            "new_tokens": subject.new_tokens, "results": rows, "sizes_mb": sizes,
+            "hypernet_ms": _hypernet_ms(subject), "peak_rss_mb": _peak_rss_mb(), "ratios": ratios(rows)}
+
+
+# ---- the subject ----------------------------------------------------------------------------------
+def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | None = None) -> Subject:
+    """The run's trained model; with `backbone`, that preset's shape with random weights and the
+    adapter settings of `recipe_path`, else of the run's recipe, else of the default recipe."""
+    from hyperexport.model.build import BYTE_TOKENIZER, DEMO_WORD_TOKENIZER, build_model, load_tokenizer
+    from hyperexport.recipe import DEFAULT_RECIPE, load_recipe
+    from hyperexport.tasks.registry import max_target_tokens
+    from hyperexport.training.task_data import task_spec
+
+    from hyperexport import artifacts
+
+    if backbone is None:
+        from hyperexport.run import load_run
+
+        loaded = load_run(run)
+        loaded.check_tasks([task])
+        if loaded.tokenizer is None:
+            raise UserError(f"the run {loaded.path.name} has no tokenizer, which bench needs for the labels: "
+                            "import it again with --tokenizer, or bench a --backbone shape")
+        recipe, tokenizer, model, source = loaded.recipe, loaded.tokenizer, loaded.model, str(loaded.path)
+        saved = loaded.path / artifacts.BACKBONE_DIR
+        backbone_dir = saved if saved.is_dir() else None
+    else:
+        from hyperexport.backbones import PRESETS
+
+        if backbone not in PRESETS:
+            raise UserError(f"unknown backbone '{backbone}': use one of {', '.join(sorted(PRESETS))}")
+        base = load_recipe(recipe_path or (artifacts.resolve_run(run) / artifacts.RECIPE_FILE if run else DEFAULT_RECIPE))
+        recipe = replace(base, backbone=replace(base.backbone, config=backbone, pretrained=None))
+        if recipe.backbone.tokenizer not in (BYTE_TOKENIZER, DEMO_WORD_TOKENIZER):  # random weights: the tokenizer only
+            recipe = replace(recipe, backbone=replace(recipe.backbone, tokenizer=BYTE_TOKENIZER))  # sets label ids
+        tokenizer = load_tokenizer(recipe.backbone.tokenizer)
+        model = build_model(recipe, [t.name for t in recipe.tasks]).eval()
+        source, backbone_dir = f"random {backbone}", None
+    known = [t.name for t in recipe.tasks]
+    if task not in known:
+        raise UserError(f"task '{task}' is not in the recipe: its tasks are {', '.join(known)}")
+    from hyperexport.onnx_export import label_token_ids
+
+    spec = task_spec(next(t for t in recipe.tasks if t.name == task))
+    return Subject(recipe, tokenizer, model, task, label_token_ids(tokenizer, list(spec.labels)),
+                   max_target_tokens(spec, tokenizer), source, backbone_dir)
+
+
+# ---- the variants ---------------------------------------------------------------------------------
+def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, threads: int,
+                    progress_bar: bool) -> tuple[dict, dict]:
+    """{head: {variant: fn(input_ids, attention_mask)}} and {variant: {head: size in MB}}."""
+    from tqdm.auto import tqdm
+
+    from hyperexport.fold import fold_task
+    from hyperexport.materialize import task_tensors
+    from hyperexport.model.build import load_backbone
+    from hyperexport.onnx_export import CLASSIFY_FILE, export_classify_graph, export_generate_graphs, quantize_folder
+
+    recipe = subject.recipe
+    fresh = lambda: load_backbone(recipe.backbone, recipe.train.seed, subject.backbone_dir).eval()  # noqa: E731 (the model's weights)
+    folded = fold_task(fresh(), task_tensors(subject.model, subject.task), recipe.model.activation)
+    plain = fresh()
+    steps = [(head, name, module) for head in heads for name, module in (("fp32", folded), ("plain", plain))]
+    graphs: dict[tuple[str, str], Path] = {}
+    for head, name, module in tqdm(steps, desc="export", disable=not progress_bar):
+        target = folder / f"{head}-{name}"
+        target.mkdir()
+        if head == "classify":
+            export_classify_graph(module, subject.label_ids, target / CLASSIFY_FILE)
+        else:  # optimum's export leaves the model it traced changed (its encoder set up as a decoder)
+            export_generate_graphs(copy.deepcopy(module), target)
+        graphs[(head, name)] = target
+        if name == "fp32":
+            int8 = folder / f"{head}-int8"
+            shutil.copytree(target, int8)
+            quantize_folder(int8)
+            graphs[(head, "int8")] = int8
+    variants = {head: {"torch_hypernet": _torch_fn(subject, head, hypernet=True),
+                       "torch_folded": _torch_fn(subject, head, model=folded),
+                       **{f"ort_{name}" if name != "plain" else "ort_plain_backbone":
+                          _onnxruntime_fn(graphs[(head, name)], head, subject.new_tokens, threads)
+                          for name in ("fp32", "int8", "plain")}} for head in heads}
+    sizes = {"torch_hypernet": _parameter_mb(subject.model), "torch_folded": _parameter_mb(folded),
+             **{f"ort_{name}" if name != "plain" else "ort_plain_backbone":
+                {head: _folder_mb(graphs[(head, name)]) for head in heads} for name in ("fp32", "int8", "plain")}}
+    return variants, sizes
+
+
+def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -> Callable:
+    from hyperexport.onnx_export import LabelScorer
+
+    hyper = subject.model
+    backbone = hyper.backbone if hypernet else model
+    task_ids = lambda batch: torch.full((batch,), hyper.task_id(subject.task))  # noqa: E731
+    scorer = LabelScorer(backbone, subject.label_ids).eval()
+
+    @torch.no_grad()
+    def classify(input_ids, attention_mask):
+        if not hypernet:
+            return scorer(input_ids, attention_mask)
+        with hyper.adapting(task_ids(input_ids.shape[0])):  # adapter weights generated for this call
+            return scorer(input_ids, attention_mask)
+
+    @torch.no_grad()
+    def generate(input_ids, attention_mask):
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
+                      max_new_tokens=subject.new_tokens, min_new_tokens=subject.new_tokens)
+        if hypernet:
+            return hyper.generate(task_ids(input_ids.shape[0]), **kwargs)
+        return model.generate(**kwargs)
+
+    return classify if head == "classify" else generate
+
+
+def _onnxruntime_fn(folder: Path, head: str, new_tokens: int, threads: int) -> Callable:
+    import onnxruntime as ort
+
+    from hyperexport.onnx_export import CLASSIFY_FILE
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if head == "classify":
+        session = ort.InferenceSession(str(folder / CLASSIFY_FILE), options, providers=["CPUExecutionProvider"])
+        return lambda input_ids, attention_mask: session.run(
+            ["scores"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    model = ORTModelForSeq2SeqLM.from_pretrained(folder, use_cache=True, use_merged=False, session_options=options)
+    return lambda input_ids, attention_mask: model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+
+
+# ---- measuring ------------------------------------------------------------------------------------
+def _measure(subject: Subject, variants: dict, batches: tuple[int, ...], seq: int, rounds: int,
+             progress_bar: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    rows = []
+    work = [(batch, head) for batch in batches for head in variants]
+    for batch, head in tqdm(work, desc="bench", disable=not progress_bar):
+        input_ids, attention_mask = _inputs(subject, batch, seq)
+        timings = _time_rounds(variants[head], input_ids, attention_mask, rounds)
+        for variant, seconds in timings.items():
+            p50, p90 = (float(np.percentile(seconds, q)) for q in (50, 90))
+            items = batch * (subject.new_tokens if head == "generate" else 1)
+            rows.append({"head": head, "batch": batch, "variant": variant, "p50_ms": 1e3 * p50, "p90_ms": 1e3 * p90,
+                         "throughput": items / p50, "unit": "tokens/s" if head == "generate" else "examples/s"})
+    return rows
+
+
+def _inputs(subject: Subject, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(batch)
+    vocab = min(len(subject.tokenizer), subject.model.backbone.config.vocab_size)
+    input_ids = torch.randint(3, vocab, (batch, seq), generator=generator)  # [B, S]
+    input_ids[:, -1] = subject.tokenizer.eos_token_id
+    return input_ids, torch.ones_like(input_ids)
+
+
+def _time_rounds(fns: dict[str, Callable], input_ids, attention_mask, rounds: int) -> dict[str, list[float]]:
+    """One warm-up call each, then `rounds` rounds timing every variant once, in rotated order."""
+    names = list(fns)
+    for name in names:
+        fns[name](input_ids, attention_mask)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            fns[name](input_ids, attention_mask)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Speed-ups per head and batch from the result rows (> 1: the first-named variant is faster)."""
+    p50 = {(r["head"], r["batch"], r["variant"]): r["p50_ms"] for r in rows}
+    heads = sorted({r["head"] for r in rows})
+    batches = sorted({r["batch"] for r in rows})
+    out = {name: {head: {str(b): p50[(head, b, slow)] / p50[(head, b, fast)] for b in batches}
+                  for head in heads} for name, (slow, fast) in RATIOS.items()}
+    if set(heads) == set(HEADS):  # a label from one classify pass against one from the generate loop
+        out["classify_vs_generate"] = {str(b): p50[("generate", b, "ort_fp32")] / p50[("classify", b, "ort_fp32")]
+                                       for b in batches}
+    return out
+
+
+# ---- training -------------------------------------------------------------------------------------
+TRAIN_VARIANTS = ("hyperformer++", "adapters")
+
+
+def bench_training(run: str | Path | None = None, task: str = "", backbone: str | None = None,
+                   recipe: str | Path | None = None, batch: int = 8,
+                   seq: int = 128, rounds: int = 10, threads: int | None = None, progress_bar: bool = True) -> dict:
+    """Training steps/s of HyperFormer++ and of plain per-task adapters (Adapter†): same backbone shape,
+    same batches (one task per batch, cycling over the recipe's tasks), same optimizer, alternated."""
+    from tqdm.auto import tqdm
+
+    from hyperexport.model.build import build_model
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    subject = _subject(run, task, backbone, recipe)
+    names = [t.name for t in subject.recipe.tasks]
+    steps = {}
+    for variant in TRAIN_VARIANTS:
+        recipe = replace(subject.recipe, model=replace(subject.recipe.model, variant=variant))
+        model = build_model(recipe, names).train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        steps[variant] = _training_step(model, optimizer)
+    batches = [_training_batch(subject, index, len(names), batch, seq) for index in range(len(names))]
+    for fn in steps.values():  # warm-up
+        fn(batches[0])
+    seconds: dict[str, list[float]] = {v: [] for v in steps}
+    for r in tqdm(range(rounds), desc="train bench", disable=not progress_bar):
+        for variant in (TRAIN_VARIANTS if r % 2 == 0 else TRAIN_VARIANTS[::-1]):
+            start = time.perf_counter()
+            steps[variant](batches[r % len(batches)])
+            seconds[variant].append(time.perf_counter() - start)
+    rows = {v: {"p50_ms": 1e3 * float(np.median(s)), "steps_per_s": 1 / float(np.median(s))} for v, s in seconds.items()}
+    return {"machine": _machine(threads), "source": subject.source, "backbone": subject.recipe.backbone.config,
+            "adapter_bottleneck": _bottleneck(subject), "batch": batch, "seq": seq, "rounds": rounds, "training": rows,
+            "overhead": rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1}
+
+
+def _training_step(model, optimizer) -> Callable:
+    def step(inputs: dict) -> None:
+        loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _training_batch(subject: Subject, task_id: int, num_tasks: int, batch: int, seq: int) -> dict:
+    input_ids, attention_mask = _inputs(subject, batch, seq)
+    labels = subject.label_ids[task_id % subject.label_ids.shape[0]].clamp(min=0).repeat(batch, 1)  # [B, L]
+    return {"task_ids": torch.full((batch,), task_id % num_tasks), "input_ids": input_ids,
+            "attention_mask": attention_mask, "labels": labels}
+
+
+# ---- facts about the run --------------------------------------------------------------------------
+@torch.no_grad()
+def _hypernet_ms(subject: Subject, calls: int = 20) -> float:
+    """One generation of every layer's adapter weights for one task (what each hypernet call adds)."""
+    task_ids = torch.tensor([subject.model.task_id(subject.task)])
+    subject.model.adapter_weights(task_ids)
+    start = time.perf_counter()
+    for _ in range(calls):
+        subject.model.adapter_weights(task_ids)
+    return 1e3 * (time.perf_counter() - start) / calls
+
+
+def _bottleneck(subject: Subject) -> int:
+    from hyperexport.model.generators import bottleneck_size
+
+    return bottleneck_size(subject.model.backbone.config.d_model, subject.recipe.model.reduction_factor)
+
+
+def _parameter_mb(model: torch.nn.Module) -> float:
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.glob("*.onnx*")) / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _machine(threads: int) -> dict:
+    import onnxruntime
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
