@@ -229,6 +229,8 @@ def bench(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
     train: Annotated[bool, typer.Option("--train", help="Instead: training steps/s of HyperFormer++ against "
                                                          "plain adapters on the same batches.")] = False,
+    tensorrt: Annotated[Optional[Path], typer.Option(
+        help="Also this TensorRT engine folder of the task (export --format tensorrt; NVIDIA GPU).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
@@ -241,7 +243,7 @@ def bench(
                                 progress_bar=not json_output)
     else:
         report = run_bench(run, task, backbone, recipe, batches, seq, tuple(head.split(",")), rounds, threads,
-                           progress_bar=not json_output)
+                           progress_bar=not json_output, tensorrt=tensorrt)
     print_json(report) if json_output else print_bench(report)
 
 

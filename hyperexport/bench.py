@@ -12,6 +12,7 @@ real model sizes; accuracy does not apply).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import platform
@@ -30,6 +31,7 @@ from hyperexport.errors import UserError
 
 VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
 HEADS = ("classify", "generate")
+TENSORRT_VARIANT = "tensorrt"  # + _<precision>: an engine folder given with --tensorrt (GPU)
 # ratio name -> (numerator variant, denominator variant): p50 of the first over p50 of the second
 RATIOS = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),
           "ort_fp32_vs_plain_backbone": ("ort_plain_backbone", "ort_fp32"),
@@ -62,8 +64,9 @@ def parse_sizes(text: str, name: str) -> tuple[int, ...]:
 
 def bench(run: str | Path | None = None, task: str = "", backbone: str | None = None, recipe: str | Path | None = None,
           batches: tuple[int, ...] = (1, 8, 32), seq: int = 128, heads: tuple[str, ...] = HEADS, rounds: int = 10,
-          threads: int | None = None, progress_bar: bool = True) -> dict:
-    """Latency, throughput, sizes and ratios of every variant at every batch size (see module doc)."""
+          threads: int | None = None, progress_bar: bool = True, tensorrt: str | Path | None = None) -> dict:
+    """Latency, throughput, sizes and ratios of every variant at every batch size (see module doc);
+    `tensorrt`: also an engine folder of the task (`export --format tensorrt`, needs an NVIDIA GPU)."""
     unknown = [h for h in heads if h not in HEADS]
     if unknown:
         raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
@@ -71,9 +74,16 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
         raise UserError("--seq must be at least 2 and --rounds at least 1")
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    engines = None
+    if tensorrt is not None:  # before the slow part: no GPU or no tensorrt is a one-line error here
+        from hyperexport.tensorrt_runner import TensorRTEngines
+
+        engines = TensorRTEngines(tensorrt)
     subject = _subject(run, task, backbone, recipe)
-    with tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, contextlib.ExitStack() as stack:
         variants, sizes = _build_variants(subject, heads, Path(folder), threads, progress_bar)
+        if engines is not None:
+            _add_tensorrt(variants, sizes, stack.enter_context(engines), subject)
         rows = _measure(subject, variants, batches, seq, rounds, progress_bar)
     return {"machine": _machine(threads), "source": subject.source, "task": subject.task,
             "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
@@ -165,6 +175,22 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
              **{f"ort_{name}" if name != "plain" else "ort_plain_backbone":
                 {head: _folder_mb(graphs[(head, name)]) for head in heads} for name in ("fp32", "int8", "plain")}}
     return variants, sizes
+
+
+def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> None:
+    """The engines as variant `tensorrt_<precision>` of every head they hold, and their plans' sizes."""
+    from hyperexport.generation import GENERATE_GRAPHS
+    from hyperexport.onnx_export import CLASSIFY_FILE
+    from hyperexport.tensorrt_build import plan_name
+    from hyperexport.tensorrt_runner import bench_functions
+
+    name = f"{TENSORRT_VARIANT}_{engines.manifest['precision']}"
+    graphs = {"classify": [CLASSIFY_FILE], "generate": list(GENERATE_GRAPHS.values())}
+    for head, fn in bench_functions(engines, subject.task, subject.new_tokens).items():
+        if head in variants:
+            variants[head][name] = fn
+            sizes.setdefault(name, {})[head] = sum(
+                (engines.export_dir / plan_name(g)).stat().st_size for g in graphs[head]) / 2**20
 
 
 def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -> Callable:
@@ -259,6 +285,9 @@ def ratios(rows: list[dict]) -> dict:
     batches = sorted({r["batch"] for r in rows})
     out = {name: {head: {str(b): p50[(head, b, slow)] / p50[(head, b, fast)] for b in batches}
                   for head in heads} for name, (slow, fast) in RATIOS.items()}
+    for variant in sorted({r["variant"] for r in rows if r["variant"].startswith(TENSORRT_VARIANT)}):
+        out[f"{variant}_vs_ort_fp32"] = {head: {str(b): p50[(head, b, "ort_fp32")] / p50[(head, b, variant)]
+                                                for b in batches if (head, b, variant) in p50} for head in heads}
     if set(heads) == set(HEADS):  # a label from one classify pass against one from the generate loop
         out["classify_vs_generate"] = {str(b): p50[("generate", b, "ort_fp32")] / p50[("classify", b, "ort_fp32")]
                                        for b in batches}

@@ -22,8 +22,10 @@ PRESENT, PAST = "present.", "past_key_values."
 
 
 def greedy_generate(infer: GraphInfer, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int,
-                    decoder_start_token_id: int, eos_token_id: int, pad_token_id: int) -> np.ndarray:
-    """Token ids [B, 1 + n] (the start token first, n <= max_new_tokens), as `generate()` returns them."""
+                    decoder_start_token_id: int, eos_token_id: int, pad_token_id: int,
+                    min_new_tokens: int = 0) -> np.ndarray:
+    """Token ids [B, 1 + n] (the start token first, n <= max_new_tokens), as `generate()` returns them;
+    `min_new_tokens` forbids `</s>` before that many steps, like `generate(min_new_tokens=...)`."""
     input_ids = np.asarray(input_ids, dtype=np.int64)  # [B, S]
     attention_mask = np.asarray(attention_mask, dtype=np.int64)  # [B, S]
     batch = input_ids.shape[0]
@@ -37,7 +39,9 @@ def greedy_generate(infer: GraphInfer, input_ids: np.ndarray, attention_mask: np
             outputs = infer("decoder", {**feeds, "encoder_hidden_states": hidden})
         else:
             outputs = infer("decoder_with_past", {**feeds, **past})
-        logits = np.asarray(outputs["logits"][:, -1, :], dtype=np.float32)  # [B, V]; bf16 (ml_dtypes) too
+        logits = np.array(outputs["logits"][:, -1, :], dtype=np.float32)  # [B, V]; bf16 (ml_dtypes) too
+        if step < min_new_tokens:
+            logits[:, eos_token_id] = -np.inf
         next_tokens = logits.argmax(-1).astype(np.int64)  # [B]
         next_tokens = np.where(finished, pad_token_id, next_tokens)
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)

@@ -20,6 +20,7 @@ import numpy as np
 from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.generation import GENERATE_GRAPHS, greedy_generate
+from hyperexport.onnx_export import CLASSIFY_FILE
 from hyperexport.runners import ParityInputs
 from hyperexport.tensorrt_build import plan_name, require_tensorrt
 
@@ -183,3 +184,22 @@ class TensorRTRunner:
                 self.engines.graph_infer(), feeds["input_ids"], feeds["attention_mask"], inputs.max_new_tokens,
                 self.config["decoder_start_token_id"], self.config["eos_token_id"], self.config["pad_token_id"])
         return outputs
+
+
+def bench_functions(engines: TensorRTEngines, task: str, new_tokens: int) -> dict[str, Callable]:
+    """`bench`'s callables over open engines: {"classify": fn, "generate": fn}, each
+    fn(input_ids, attention_mask) on torch tensors; generation makes exactly `new_tokens` tokens."""
+    if engines.manifest.get("task") != task:
+        raise UserError(f"{engines.export_dir} holds engines of task {engines.manifest.get('task')}, not {task}")
+    config = json.loads((engines.export_dir / "config.json").read_text()) if engines.has(GENERATE_GRAPHS["encoder"]) else {}
+
+    def classify(input_ids, attention_mask):
+        return engines.run(CLASSIFY_FILE, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+
+    def generate(input_ids, attention_mask):
+        return greedy_generate(engines.graph_infer(), input_ids.numpy(), attention_mask.numpy(), new_tokens,
+                               config["decoder_start_token_id"], config["eos_token_id"], config["pad_token_id"],
+                               min_new_tokens=new_tokens)
+
+    return {head: fn for head, fn, graph in (("classify", classify, CLASSIFY_FILE),
+                                             ("generate", generate, GENERATE_GRAPHS["encoder"])) if engines.has(graph)}

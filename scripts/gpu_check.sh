@@ -2,7 +2,7 @@
 # GPU check of the TensorRT path: on a machine with an NVIDIA GPU and `pip install -e '.[gpu,test]'`.
 # Takes the demo run (runs/demo, or trains it: ~2.5 min on CPU, faster with --device cuda), materializes
 # rte, builds its engines in fp32 and bf16, verifies both against the hypernetwork model, runs the
-# GPU-marked tests, and prints a short table. Target: under 10 minutes. Nothing here trains if
+# GPU-marked tests and `bench --tensorrt` on the bf16 engines, and prints a short table. Target: under 10 minutes. Nothing here trains if
 # runs/demo exists. Usage: scripts/gpu_check.sh [RUN]   (RUN default runs/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ for precision in fp32 bf16; do
   $HX verify "$OUT/rte-$precision" --max-examples 200 --json > "$OUT/verify-$precision.json" || true
 done
 $PY -m pytest -q -m "gpu or trt" tests/test_tensorrt.py | tail -3
+$HX bench --run "$RUN" --task rte --tensorrt "$OUT/rte-bf16" --batch 1,8 --seq 64 --rounds 5 --json > "$OUT/bench.json"
 
 $PY - "$OUT" <<'PY'
 import json, sys
@@ -40,4 +41,8 @@ for precision in ("fp32", "bf16"):
     cell = lambda k: f"{rows[k]['max_abs_diff']:.3g}" if k in rows else "-"
     print(f"{precision:9} {times.get(precision, '?'):>7} {cell('logits'):>13} {cell('scores'):>13} {cell('tokens'):>14} "
           f"{str(metric[0] if metric else '-'):>8} {report['passed']}")
+bench = json.loads((out / "bench.json").read_text())
+for row in bench["results"]:
+    print(f"bench {row['head']:8} batch {row['batch']:>2} {row['variant']:18} p50 {row['p50_ms']:8.2f} ms")
+print("tensorrt_bf16 speed-up over ONNX Runtime fp32 (CPU):", bench["ratios"].get("tensorrt_bf16_vs_ort_fp32"))
 PY

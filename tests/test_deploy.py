@@ -95,7 +95,7 @@ def test_a_tensor_without_a_leading_batch_axis_is_refused():
 
 
 # ---- the client-side generation loop --------------------------------------------------------------
-@pytest.mark.parametrize("eos", [None, "frequent"])
+@pytest.mark.parametrize("eos", [None, "frequent", "frequent, min_new_tokens"])
 def test_greedy_loop_over_onnx_graphs_gives_pytorchs_tokens(verified, eos):
     run, folder = verified
     loaded = load_run(run)
@@ -108,15 +108,20 @@ def test_greedy_loop_over_onnx_graphs_gives_pytorchs_tokens(verified, eos):
     task_ids = torch.full((6,), loaded.model.task_id("rte"))
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=6, do_sample=False, num_beams=1)
     eos_id = config.eos_token_id
-    if eos == "frequent":  # the untrained model never says </s>: call its most common first token the end
+    if eos is not None:  # the untrained model never says </s>: call its most common first token the end
         first = loaded.model.generate(task_ids=task_ids, **{**kwargs, "max_new_tokens": 1})[:, 1]
         eos_id = int(torch.mode(first).values)
         assert 0 < int((first == eos_id).sum()) < len(first)  # some rows stop, others go on
         kwargs["eos_token_id"] = eos_id
+    minimum = 4 if eos and eos.endswith("min_new_tokens") else 0
+    if minimum:
+        kwargs["min_new_tokens"] = minimum  # </s> forbidden for the first 4 steps (bench's exact lengths)
     with torch.no_grad():
         expected = loaded.model.generate(task_ids=task_ids, **kwargs).numpy()
+    if minimum:  # the rows that said </s> first now go on for at least 4 tokens
+        assert expected.shape[1] > 1 + minimum and not (expected[:, 1:1 + minimum] == eos_id).any()
     tokens = greedy_generate(onnxruntime_infer(folder), input_ids.numpy(), attention_mask.numpy(), 6,
-                             config.decoder_start_token_id, eos_id, config.pad_token_id)
+                             config.decoder_start_token_id, eos_id, config.pad_token_id, min_new_tokens=minimum)
     np.testing.assert_array_equal(tokens, expected)
 
 

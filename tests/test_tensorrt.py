@@ -160,6 +160,24 @@ def test_deploy_names_the_missing_plans(engine_folder_without_plans, tmp_path):
     assert not (tmp_path / "repo").exists()
 
 
+@pytest.mark.skipif(MISSING is None, reason="this machine has a GPU and tensorrt")
+def test_bench_with_engines_but_no_gpu_fails_first_in_one_line(engine_folder_without_plans):
+    result = CliRunner().invoke(app, ["bench", "--task", "rte", "--tensorrt", str(engine_folder_without_plans)])
+    assert result.exit_code == 2 and result.stderr.startswith("error: TensorRT engines need ")
+
+
+def test_bench_reports_engines_against_onnx_runtime_when_they_ran():
+    from hyperexport.bench import RATIOS, ratios
+
+    rows = [{"head": "classify", "batch": 1, "variant": v, "p50_ms": ms} for v, ms in
+            (("torch_hypernet", 8.0), ("torch_folded", 6.0), ("ort_fp32", 4.0), ("ort_int8", 2.0),
+             ("ort_plain_backbone", 3.0), ("tensorrt_bf16", 0.5))]
+    found = ratios(rows)
+    assert found["tensorrt_bf16_vs_ort_fp32"] == {"classify": {"1": 8.0}}
+    assert set(found) == {*RATIOS, "tensorrt_bf16_vs_ort_fp32"}
+    assert "tensorrt_bf16_vs_ort_fp32" not in ratios([r for r in rows if r["variant"] != "tensorrt_bf16"])
+
+
 def test_predict_names_the_missing_plans(engine_folder_without_plans):
     from hyperexport.predict import predict
 
