@@ -77,8 +77,7 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     model, facts = load_folded_task(task_dir)
     tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR))
-    tmp = artifacts.temporary_sibling(destination)
-    try:
+    with artifacts.building(destination) as tmp:
         if head in ("generate", "both"):
             _export_generate(model, tmp, opset)
         if head in ("classify", "both"):
@@ -90,9 +89,6 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
         artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision=precision, opset=opset, folds=[],
                                  task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir))
-        artifacts.replace_folder(tmp, destination)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return destination
 
 

@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
@@ -38,9 +39,7 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trainable_state(model), str(tmp))
-    tmp.replace(path)
+    artifacts.write_bytes(path, save(trainable_state(model)))  # bytes first: a failed write is an OSError
 
 
 def load_trainable(model, path: Path) -> None:
@@ -65,8 +64,6 @@ def load_trainable(model, path: Path) -> None:
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress: TrainProgress) -> None:
     """Write the resume state into `folder` atomically (a temporary sibling, then a rename)."""
-    tmp = artifacts.temporary_sibling(folder)
-    save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -75,8 +72,11 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "progress": asdict(progress),
     }
-    torch.save(state, tmp / STATE_FILE)
-    artifacts.replace_folder(tmp, folder)
+    buffer = io.BytesIO()  # torch.save to a file reports a full disk as a RuntimeError; bytes give an OSError
+    torch.save(state, buffer)
+    with artifacts.building(folder) as tmp:
+        artifacts.write_bytes(tmp / TRAINABLE_FILE, save(trainable_state(model)))
+        artifacts.write_bytes(tmp / STATE_FILE, buffer.getvalue())
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, sampler) -> TrainProgress:

@@ -110,11 +110,12 @@ class _TrainingSession:
     def _start_run_folder(self) -> None:
         if not self.accelerator.is_main_process:
             return
-        self.partial.mkdir(parents=True)
-        (self.partial / artifacts.RECIPE_FILE).write_text(_recipe_yaml(self.recipe))
-        self.tokenizer.save_pretrained(self.partial / artifacts.TOKENIZER_DIR)
-        if self.recipe.backbone.pretrained is None:  # random weights: keep them, they are not reproducible elsewhere
-            self.model.backbone.save_pretrained(self.partial / artifacts.BACKBONE_DIR)
+        with artifacts.write_errors(self.partial):
+            self.partial.mkdir(parents=True)
+            artifacts.write_bytes(self.partial / artifacts.RECIPE_FILE, _recipe_yaml(self.recipe).encode())
+            self.tokenizer.save_pretrained(self.partial / artifacts.TOKENIZER_DIR)
+            if self.recipe.backbone.pretrained is None:  # random weights: keep them, not reproducible elsewhere
+                self.model.backbone.save_pretrained(self.partial / artifacts.BACKBONE_DIR)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, stop_after: int | None, progress_bar: bool) -> bool:
@@ -177,13 +178,15 @@ class _TrainingSession:
         if result["average"] > self.progress.best_average or self.progress.best_step is None:
             self.progress.best_average, self.progress.best_step = result["average"], self.progress.step
             if self.accelerator.is_main_process:
-                save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+                with artifacts.write_errors(self.partial):
+                    save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
         return result
 
     def _save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
-            save_checkpoint(self.partial / artifacts.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
-                            self.scheduler, self.sampler, self.progress)
+            with artifacts.write_errors(self.partial):
+                save_checkpoint(self.partial / artifacts.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
+                                self.scheduler, self.sampler, self.progress)
 
     # ---- the finished run -----------------------------------------------------------------------
     def finish(self, run_dir: Path) -> None:
@@ -194,10 +197,18 @@ class _TrainingSession:
             return
         metrics = {**result, "split": "test", "best_step": self.progress.best_step,
                    "validation_history": self.progress.history}
-        artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
-        shutil.rmtree(self.partial / artifacts.CHECKPOINT_DIR, ignore_errors=True)
-        artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
-        artifacts.replace_folder(self.partial, run_dir)
+        with artifacts.write_errors(run_dir):
+            artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
+            shutil.rmtree(self.partial / artifacts.CHECKPOINT_DIR, ignore_errors=True)
+            _remove_temporaries(self.partial)
+            artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
+            artifacts.replace_folder(self.partial, run_dir)
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Hidden `.<name>.*` files and folders a killed earlier session left in the unfinished run."""
+    for path in folder.glob(".*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _summary(step: int, result: dict) -> str:
