@@ -220,6 +220,9 @@ def write_errors(destination: Path) -> Iterator[None]:
     except OSError as error:
         if error.errno not in _WRITE_ERRORS:
             raise
+        if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+            raise UserError(f"cannot write {destination}: a file is in the way of its folder "
+                            f"({error.strerror}: {error.filename}): move it, or choose another --output") from None
         raise UserError(f"cannot write {destination}: {error.strerror} ({errno.errorcode[error.errno]}): "
                         "free disk space, make the folder writable, or choose another --output") from None
     except SafetensorError as error:  # safetensors reports a failed write as its own error type
@@ -234,13 +237,34 @@ def write_errors(destination: Path) -> Iterator[None]:
 def building(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final` to fill; when the block ends without error it replaces
     `final` atomically, otherwise it is deleted. Write failures become a one-line UserError."""
-    with write_errors(final):
-        tmp = temporary_sibling(final)
-        try:
-            yield tmp
-            replace_folder(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    new_parent = first_missing(final.parent)
+    try:
+        with write_errors(final):
+            tmp = temporary_sibling(final)
+            try:
+                yield tmp
+                replace_folder(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        remove_if_empty(new_parent)
+        raise
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what a mkdir -p would create)."""
+    missing = None
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists() or candidate.is_symlink():
+            break
+        missing = candidate
+    return missing
+
+
+def remove_if_empty(folder: Path | None) -> None:
+    """Delete `folder` if it holds no files (only empty folders): what a failed command created."""
+    if folder is not None and folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def point_latest(runs_dir: Path, run_dir: Path) -> None:

@@ -11,6 +11,8 @@ The folder also holds the tokenizer, `task.json`, `io_spec.json` and a manifest 
 from __future__ import annotations
 
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -88,21 +90,40 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
         artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision=precision, opset=opset, folds=[],
-                                 task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir))
+                                 task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir),
+                                 backbone=_task_backbone(task_dir))
     return destination
+
+
+def _task_backbone(task_dir: Path) -> dict:
+    """The backbone reference (config, pretrained, tokenizer) the materialized task was made with."""
+    import json
+
+    return json.loads((task_dir / artifacts.MANIFEST_FILE).read_text())["backbone"]
 
 
 def _export_generate(model: nn.Module, folder: Path, opset: int) -> None:
     from optimum.exporters.onnx import onnx_export_from_model
 
-    onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
-                           no_post_process=True, do_validation=False)
+    with _quiet_tracing():
+        onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
+                               no_post_process=True, do_validation=False)
+
+
+@contextmanager
+def _quiet_tracing():
+    """Tracing T5 warns about Python branches it freezes (sequence length, cache state); the graphs are
+    checked by `verify`, and the warnings would bury the command's own output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        yield
 
 
 def _export_classify(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int) -> None:
     scorer = LabelScorer(model, label_ids).eval()
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_tracing():
         torch.onnx.export(scorer, example, str(path), input_names=["input_ids", "attention_mask"],
                           output_names=["scores"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},

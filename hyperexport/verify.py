@@ -43,6 +43,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task <task>`")
     manifest = artifacts.check_manifest(export_dir, "export")
     loaded = load_run(run if run is not None else manifest["source_run"])
+    _check_same_backbone(loaded, manifest)
     task = manifest["task"]
     folded, facts = load_folded_task(loaded.path / TASKS_DIR / task)
     label_ids = label_token_ids(loaded.tokenizer, facts["labels"])
@@ -62,6 +63,16 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
               "passed": all(c["passed"] for c in comparisons + metrics)}
     artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
     return report
+
+
+def _check_same_backbone(loaded, manifest: dict) -> None:
+    """Refuse a run whose backbone is not the one the export was made from (parity would be meaningless)."""
+    from dataclasses import asdict
+
+    made_from, given = manifest.get("backbone"), asdict(loaded.recipe.backbone)
+    if made_from is not None and made_from != given:
+        raise UserError(f"run {loaded.path} has backbone {given['config']!r}, the export was made from "
+                        f"{made_from['config']!r}: pass the run the export came from ({manifest['source_run']})")
 
 
 def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,

@@ -39,23 +39,60 @@ def train(recipe, output: Path | None = None, max_steps: int | None = None, devi
         recipe = replace(recipe, train=replace(recipe.train, max_steps=max_steps))
     run_dir = Path(output) if output is not None else Path("runs") / recipe.name
     partial = run_dir.with_name(run_dir.name + artifacts.PARTIAL_SUFFIX)
-    _check_destination(run_dir, partial, resume, overwrite)
-    session = _TrainingSession(recipe, partial, device, resume)
-    if not session.run(stop_after, progress_bar):
-        return partial
-    session.finish(run_dir)
+    _check_destination(recipe, run_dir, partial, resume, overwrite)
+    new_parent = artifacts.first_missing(partial.parent)
+    try:
+        session = _TrainingSession(recipe, partial, device, resume)
+        if not session.run(stop_after, progress_bar):
+            return partial
+        session.finish(run_dir)
+    except BaseException:
+        if not (partial / artifacts.CHECKPOINT_DIR).is_dir():  # nothing to resume: leave nothing behind
+            shutil.rmtree(partial, ignore_errors=True)
+            artifacts.remove_if_empty(new_parent)
+        raise
     artifacts.point_latest(run_dir.parent, run_dir)
     return run_dir
 
 
-def _check_destination(run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
+def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not overwrite:
         raise UserError(f"{run_dir} already exists: pass --overwrite to replace it, or choose another --output")
     checkpoint = partial / artifacts.CHECKPOINT_DIR
     if resume and not checkpoint.is_dir():
         raise UserError(f"nothing to resume at {checkpoint}: run `hyperexport train` without --resume")
+    if resume:
+        _check_same_recipe(recipe, partial)
     if not resume and partial.exists():
         shutil.rmtree(partial)  # an abandoned run; starting fresh replaces it
+
+
+def _check_same_recipe(recipe, partial: Path) -> None:
+    """--resume continues the run it was started as: refuse a recipe that differs (another backbone,
+    model or schedule would silently mix two trainings), naming the first differing field."""
+    from hyperexport.recipe import recipe_to_dict
+
+    try:
+        started = yaml.safe_load((partial / artifacts.RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise UserError(f"cannot read {partial / artifacts.RECIPE_FILE}: train without --resume") from None
+    given = recipe_to_dict(recipe)
+    if started != given:
+        where, old, new = _first_difference(started, given)
+        raise UserError(f"the recipe differs from the one {partial} was started with ({where}: {old!r} -> {new!r}): "
+                        "resume with the same recipe and --max-steps, or train without --resume")
+
+
+def _first_difference(a, b, path: str = "") -> tuple[str, object, object]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{index}]")
+    return path or "recipe", a, b
 
 
 def _accelerator(device: str, precision: str):
