@@ -209,8 +209,11 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EAC
                  errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 
 
+OUTPUT_FIX = "free disk space, make the folder writable, or choose another --output"
+
+
 @contextmanager
-def write_errors(destination: Path) -> Iterator[None]:
+def write_errors(destination: Path, fix: str = OUTPUT_FIX) -> Iterator[None]:
     """Turn a failed write under `destination` (disk full, file size limit, read-only or unwritable
     folder, a file in the way) into a one-line UserError naming the fix."""
     from safetensors import SafetensorError
@@ -223,14 +226,12 @@ def write_errors(destination: Path) -> Iterator[None]:
         if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
             raise UserError(f"cannot write {destination}: a file is in the way of its folder "
                             f"({error.strerror}: {error.filename}): move it, or choose another --output") from None
-        raise UserError(f"cannot write {destination}: {error.strerror} ({errno.errorcode[error.errno]}): "
-                        "free disk space, make the folder writable, or choose another --output") from None
+        raise UserError(f"cannot write {destination}: {error.strerror} ({errno.errorcode[error.errno]}): {fix}") from None
     except SafetensorError as error:  # safetensors reports a failed write as its own error type
         if "I/O error" not in str(error):
             raise
         reason = str(error).split("I/O error:")[-1].strip()
-        raise UserError(f"cannot write {destination}: {reason}: "
-                        "free disk space, make the folder writable, or choose another --output") from None
+        raise UserError(f"cannot write {destination}: {reason}: {fix}") from None
 
 
 @contextmanager

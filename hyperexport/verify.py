@@ -61,7 +61,9 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
               "precision": manifest["precision"], "comparisons": comparisons, "metrics": metrics,
               "passed": all(c["passed"] for c in comparisons + metrics)}
-    artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
+    report_file = export_dir / artifacts.PARITY_REPORT_FILE
+    with artifacts.write_errors(report_file, "free disk space or make the export folder writable"):
+        artifacts.write_json(report_file, report)
     return report
 
 

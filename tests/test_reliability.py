@@ -243,10 +243,10 @@ def assert_one_line_error(result: dict, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result["stderr"]
 
 
-FULL_DISK = {  # command -> its one line (verbatim in docs/reliability.md)
+FULL_DISK = {  # command -> its one line, or its end after the run's absolute path (as in docs/reliability.md)
     "train": "cannot write runs/tiny.partial: File too large (EFBIG): free disk space, make the folder writable, "
              "or choose another --output",
-    "materialize": "cannot write run/tasks/rte: File too large (EFBIG): free disk space, make the folder writable, "
+    "materialize": "/run/tasks/rte: File too large (EFBIG): free disk space, make the folder writable, "
                    "or choose another --output",
     "export": "cannot write exports/rte/onnx: File too large (EFBIG): free disk space, make the folder writable, "
               "or choose another --output",
@@ -277,14 +277,15 @@ UNWRITABLE = {  # command -> its one line, {denied} one of DENIED (verbatim in d
                    "or choose another --output",
     "export": "cannot write locked/rte: {denied}: free disk space, make the folder writable, "
               "or choose another --output",
+    "verify": "cannot write locked/parity_report.json: {denied}: free disk space or make the export folder writable",
 }
 
 
 @contextmanager
-def unwritable(folder: Path):
+def unwritable(folder: Path, exists: bool = False):
     """`folder` made unwritable for this process: mode 555, or for root (who ignores modes) the
     immutable attribute (chattr +i), which root cannot write through either; skipped where neither works."""
-    folder.mkdir()
+    folder.mkdir(exist_ok=exists)
     if os.geteuid() != 0:
         folder.chmod(0o555)
     elif shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
@@ -310,6 +311,13 @@ def test_an_unwritable_output_folder_is_one_line_and_leaves_nothing(world, tmp_p
             assert result.stderr.strip() == "error: " + UNWRITABLE[command].replace("{denied}", denied)
         assert list(locked.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]
+    shutil.rmtree(tmp_path / "locked")
+    shutil.copytree(world["export"], tmp_path / "locked")  # verify writes its report into the export
+    with unwritable(tmp_path / "locked", exists=True):
+        result = runner.invoke(app, ["verify", "locked"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == "error: " + UNWRITABLE["verify"].replace("{denied}", denied)
+    artifacts.check_manifest(tmp_path / "locked", "export")
 
 
 # ---- the doc's table says what the tests check --------------------------------------------------------
