@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -154,16 +155,23 @@ def remove_stale_siblings(final: Path) -> None:
     for path in final.parent.glob(f".{final.name}.*"):
         pid = path.name[len(final.name) + 2:].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            remove_path(path)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, owned by someone else
+        pass
     return True
 
 
@@ -197,6 +205,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+@functools.cache
 def _libc():
     try:
         return ctypes.CDLL(None, use_errno=True)
@@ -226,7 +235,8 @@ def write_errors(destination: Path, fix: str = OUTPUT_FIX) -> Iterator[None]:
         if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
             raise UserError(f"cannot write {destination}: a file is in the way of its folder "
                             f"({error.strerror}: {error.filename}): move it, or choose another --output") from None
-        raise UserError(f"cannot write {destination}: {error.strerror} ({errno.errorcode[error.errno]}): {fix}") from None
+        code = errno.errorcode[error.errno]
+        raise UserError(f"cannot write {destination}: {error.strerror} ({code}): {fix}") from None
     except SafetensorError as error:  # safetensors reports a failed write as its own error type
         if "I/O error" not in str(error):
             raise

@@ -253,6 +253,7 @@ FULL_DISK = {  # command -> its one line, or its end after the run's absolute pa
 }
 
 
+@pytest.mark.slow  # a child process that imports torch
 def test_a_full_disk_is_one_line_and_leaves_nothing(world, tmp_path):
     """RLIMIT_FSIZE 20 kB: the child's first write past 20 kB fails with EFBIG, as on a full disk. The tiny
     backbone (215 kB), the rte adapters (24 kB) and the classify graph (~480 kB) are all larger."""

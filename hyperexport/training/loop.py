@@ -245,7 +245,7 @@ class _TrainingSession:
 def _remove_temporaries(folder: Path) -> None:
     """Hidden `.<name>.*` files and folders a killed earlier session left in the unfinished run."""
     for path in folder.glob(".*"):
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        artifacts.remove_path(path)
 
 
 def _summary(step: int, result: dict) -> str:
