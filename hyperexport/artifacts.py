@@ -35,11 +35,13 @@ LATEST_LINK = "latest"
 PARITY_REPORT_FILE = "parity_report.json"  # written into an export folder by `verify`, after its manifest
 TASKS_DIR = "tasks"  # materialized tasks inside a run folder (written after the run's manifest)
 
-# Per stage: the article and command in messages, and what may be added to its folder after its manifest.
+# Per stage: the article and the fix in messages, what may be added to its folder after its manifest,
+# and the command that makes one.
 _STAGES = {
-    "train": ("a", "train again", (f"{TASKS_DIR}/",)),
-    "materialize": ("a", "materialize the task again", ()),
-    "export": ("an", "export it again", (PARITY_REPORT_FILE,)),
+    "train": ("a", "train again", (f"{TASKS_DIR}/",), "hyperexport train"),
+    "materialize": ("a", "materialize the task again", (), "hyperexport materialize"),
+    "export": ("an", "export it again", (PARITY_REPORT_FILE,), "hyperexport export"),
+    "checkpoint": ("a", "train without --resume", (), "hyperexport train"),  # resume state in <run>.partial/
 }
 
 
@@ -69,7 +71,7 @@ def sealed_files(folder: Path, stage: str) -> dict[str, str]:
 def check_manifest(folder: Path, stage: str = "export") -> dict:
     """The manifest of a `stage` folder, after checking every file against its sha256 (tampering,
     truncation); a folder written by another stage is refused first."""
-    article, again, _ = _STAGES[stage]
+    article, again, _, make = _STAGES[stage]
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -79,7 +81,7 @@ def check_manifest(folder: Path, stage: str = "export") -> dict:
         raise UserError(f"{folder / MANIFEST_FILE} is not a manifest (no file list): {again}")
     if manifest.get("stage") != stage:
         raise UserError(f"{folder} is not {article} {stage} folder (its manifest says {manifest.get('stage')!r}): "
-                        f"run `hyperexport {stage}` to make one")
+                        f"run `{make}` to make one")
     found, expected = sealed_files(folder, stage), manifest["files"]
     for name, digest in expected.items():
         if found.get(name) != digest:

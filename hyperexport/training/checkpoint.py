@@ -3,8 +3,9 @@
 - trained tensors (`model.safetensors`): every trainable parameter by its module path — hypernets or
   adapters, task embeddings and T5's layer norms; the frozen backbone is referenced, not copied
   (a random-init backbone is saved once in `backbone/`).
-- resume state (`checkpoint/`): those tensors plus optimizer, scheduler, sampler and RNG states,
-  written atomically; read back with `torch.load(weights_only=True)` (no arbitrary unpickling).
+- resume state (`checkpoint/`): those tensors plus optimizer, scheduler, sampler and RNG states and a
+  manifest of their sha256, written atomically; read back with `torch.load(weights_only=True)` (no
+  arbitrary unpickling).
 """
 
 from __future__ import annotations
@@ -77,12 +78,15 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress
     with artifacts.building(folder) as tmp:
         artifacts.write_bytes(tmp / TRAINABLE_FILE, save(trainable_state(model)))
         artifacts.write_bytes(tmp / STATE_FILE, buffer.getvalue())
+        artifacts.write_json(tmp / artifacts.MANIFEST_FILE,
+                             {"stage": "checkpoint", "step": progress.step, "files": artifacts.file_hashes(tmp)})
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, sampler) -> TrainProgress:
     """Restore everything `save_checkpoint` wrote; returns the loop's counters."""
     if not (folder / STATE_FILE).is_file() or not (folder / TRAINABLE_FILE).is_file():
         raise UserError(f"no resumable checkpoint at {folder}: run `hyperexport train` without --resume")
+    artifacts.check_manifest(folder, "checkpoint")  # a damaged file is named before anything is read
     load_trainable(model, folder / TRAINABLE_FILE)
     try:
         state = torch.load(folder / STATE_FILE, weights_only=True)
