@@ -35,10 +35,10 @@ LATEST_LINK = "latest"
 PARITY_REPORT_FILE = "parity_report.json"  # written into an export folder by `verify`, after its manifest
 TASKS_DIR = "tasks"  # materialized tasks inside a run folder (written after the run's manifest)
 
-# Per stage: the article and the fix in messages, what may be added to its folder after its manifest,
-# and the command that makes one.
+# Per stage: the article and the fix in messages, what its manifest does not cover (added to the folder
+# later, or about to be deleted), and the command that makes one.
 _STAGES = {
-    "train": ("a", "train again", (f"{TASKS_DIR}/",), "hyperexport train"),
+    "train": ("a", "train again", (f"{TASKS_DIR}/", f"{CHECKPOINT_DIR}/"), "hyperexport train"),
     "materialize": ("a", "materialize the task again", (), "hyperexport materialize"),
     "export": ("an", "export it again", (PARITY_REPORT_FILE,), "hyperexport export"),
     "checkpoint": ("a", "train without --resume", (), "hyperexport train"),  # resume state in <run>.partial/
@@ -63,9 +63,9 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 
 def sealed_files(folder: Path, stage: str) -> dict[str, str]:
-    """`file_hashes` of the files a `stage` manifest covers (not those other stages add later)."""
-    added_later = _STAGES[stage][2]
-    return {name: digest for name, digest in file_hashes(folder).items() if not name.startswith(added_later)}
+    """`file_hashes` of the files a `stage` manifest covers."""
+    uncovered = _STAGES[stage][2]
+    return {name: digest for name, digest in file_hashes(folder).items() if not name.startswith(uncovered)}
 
 
 def check_manifest(folder: Path, stage: str = "export") -> dict:
@@ -136,7 +136,7 @@ def write_manifest(folder: Path, stage: str, **facts: Any) -> dict:
         "versions": library_versions(),
         "git_commit": git_commit(),
         **facts,
-        "files": file_hashes(folder),
+        "files": sealed_files(folder, stage),
     }
     write_json(folder / MANIFEST_FILE, manifest)
     return manifest

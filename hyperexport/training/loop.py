@@ -234,12 +234,12 @@ class _TrainingSession:
             return
         metrics = {**result, "split": "test", "best_step": self.progress.best_step,
                    "validation_history": self.progress.history}
-        with artifacts.write_errors(run_dir):
+        with artifacts.write_errors(run_dir):  # until the rename, a failure leaves the run resumable
             artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
-            shutil.rmtree(self.partial / artifacts.CHECKPOINT_DIR, ignore_errors=True)
             _remove_temporaries(self.partial)
             artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
             artifacts.replace_folder(self.partial, run_dir)
+        shutil.rmtree(run_dir / artifacts.CHECKPOINT_DIR, ignore_errors=True)  # not in the manifest
 
 
 def _remove_temporaries(folder: Path) -> None:
