@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers.activations import ACT2FN
 
+from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.materialize import ADAPTER_PREFIX, ADAPTERS_FILE, BACKBONE_PREFIX, TASK_FILE
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
@@ -67,16 +68,17 @@ class AdaptedFeedForward(nn.Module):
         return self.adapter(self.feed_forward(hidden_states))
 
 
-def read_task(task_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and facts of a materialized task folder."""
+def read_task(task_dir: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """The tensors, facts and manifest of a materialized task folder, its files checked by sha256."""
     task_dir = Path(task_dir)
     if not (task_dir / ADAPTERS_FILE).is_file() or not (task_dir / TASK_FILE).is_file():
         raise UserError(f"no materialized task at {task_dir}: run `hyperexport materialize --task <task>`")
+    manifest = artifacts.check_manifest(task_dir, "materialize")
     try:
         tensors = load_file(str(task_dir / ADAPTERS_FILE))
     except (SafetensorError, OSError) as error:
         raise UserError(f"cannot read {task_dir / ADAPTERS_FILE}: {error}; materialize the task again") from None
-    return tensors, json.loads((task_dir / TASK_FILE).read_text())
+    return tensors, json.loads((task_dir / TASK_FILE).read_text()), manifest
 
 
 def fold_task(backbone: nn.Module, tensors: dict[str, torch.Tensor], activation: str) -> nn.Module:
@@ -116,8 +118,7 @@ def load_folded_task(task_dir: Path) -> tuple[nn.Module, dict]:
     from hyperexport.model.build import load_backbone
     from hyperexport.recipe import BackboneConfig
 
-    tensors, facts = read_task(task_dir)
-    manifest = json.loads((Path(task_dir) / "manifest.json").read_text())
+    tensors, facts, manifest = read_task(task_dir)
     weights_dir = manifest.get("backbone_weights")
     backbone = load_backbone(BackboneConfig(**manifest["backbone"]), seed=0,
                              weights_dir=Path(weights_dir) if weights_dir else None)

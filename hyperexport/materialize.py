@@ -11,18 +11,17 @@ Non-finite weights are refused (as PEFT's safe_merge refuses them).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
 
-TASKS_DIR = "tasks"
+TASKS_DIR = artifacts.TASKS_DIR
 ADAPTERS_FILE = "adapters.safetensors"
 TASK_FILE = "task.json"
 ADAPTER_PREFIX = "adapters."
@@ -63,14 +62,10 @@ def task_tensors(model, task: str) -> dict[str, torch.Tensor]:
 
 def _materialize_one(loaded, task: str, destination: Path) -> Path:
     tensors = task_tensors(loaded.model, task)
-    tmp = artifacts.temporary_sibling(destination)
-    try:
-        save_file({k: v.cpu().clone() for k, v in tensors.items()}, str(tmp / ADAPTERS_FILE))
+    with artifacts.building(destination) as tmp:
+        artifacts.write_bytes(tmp / ADAPTERS_FILE, save({k: v.cpu().clone() for k, v in tensors.items()}))
         artifacts.write_json(tmp / TASK_FILE, _task_facts(loaded, task))
         artifacts.write_manifest(tmp, "materialize", **_manifest_facts(loaded, task, tensors))
-        artifacts.replace_folder(tmp, destination)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return destination
 
 

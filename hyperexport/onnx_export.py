@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,8 +83,7 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
     if tokenizer is None and head != "generate":
         raise UserError(f"the {head} head needs the run's tokenizer and {run_dir} has none: export --head generate, "
                         "or import the checkpoint again with --tokenizer")
-    tmp = artifacts.temporary_sibling(destination)
-    try:
+    with artifacts.building(destination) as tmp:
         if head in ("generate", "both"):
             export_generate_graphs(model, tmp, opset)
         if head in ("classify", "both"):
@@ -95,11 +95,16 @@ def export_onnx(run: str | Path | None = None, task: str = "", head: str = "both
         shutil.copy(task_dir / TASK_FILE, tmp / TASK_FILE)
         artifacts.write_json(tmp / IO_SPEC_FILE, io_spec(tmp))
         artifacts.write_manifest(tmp, "export", format="onnx", head=head, precision=precision, opset=opset, folds=[],
-                                 task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir))
-        artifacts.replace_folder(tmp, destination)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                                 task=task, source_run=str(run_dir), source_task_sha256=artifacts.file_hashes(task_dir),
+                                 backbone=_task_backbone(task_dir))
     return destination
+
+
+def _task_backbone(task_dir: Path) -> dict:
+    """The backbone reference (config, pretrained, tokenizer) the materialized task was made with."""
+    import json
+
+    return json.loads((task_dir / artifacts.MANIFEST_FILE).read_text())["backbone"]
 
 
 def export_generate_graphs(model: nn.Module, folder: Path, opset: int = DEFAULT_OPSET) -> None:
@@ -107,11 +112,21 @@ def export_generate_graphs(model: nn.Module, folder: Path, opset: int = DEFAULT_
     from optimum.exporters.onnx import onnx_export_from_model
 
     bf16 = next(model.parameters()).dtype == torch.bfloat16
-    with _without_dynamic_axes_fix(bf16):
+    with _without_dynamic_axes_fix(bf16), _quiet_tracing():
         onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
                                no_post_process=True, do_validation=False)
     if bf16:
         _set_static_cache_dims(folder, model.config.num_heads, model.config.d_kv)
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    """Tracing T5 warns about Python branches it freezes (sequence length, cache state); the graphs are
+    checked by `verify`, and the warnings would bury the command's own output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        yield
 
 
 @contextlib.contextmanager
@@ -146,7 +161,7 @@ def export_classify_graph(model: nn.Module, label_ids: torch.Tensor, path: Path,
     """The `LabelScorer` of a plain or folded T5 as one graph: input_ids, attention_mask -> scores."""
     scorer = LabelScorer(model, label_ids).eval()
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_tracing():
         torch.onnx.export(scorer, example, str(path), input_names=["input_ids", "attention_mask"],
                           output_names=["scores"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},

@@ -54,6 +54,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     tensorrt = manifest.get("format") == "tensorrt"
     compatibility = export_compatibility(export_dir, manifest) if tensorrt or tensorrt_check else None
     loaded = load_run(run if run is not None else manifest["source_run"])
+    _check_same_backbone(loaded, manifest)
     task = manifest["task"]
     folded, facts = load_folded_task(loaded.path / TASKS_DIR / task)
     token_ids_only = loaded.tokenizer is None  # an imported run without a tokenizer: no text, no labels
@@ -80,7 +81,9 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     if compatibility is not None:
         report["tensorrt_compatibility"] = compatibility
         report["passed"] = report["passed"] and compatibility["passed"]
-    artifacts.write_json(export_dir / artifacts.PARITY_REPORT_FILE, report)
+    report_file = export_dir / artifacts.PARITY_REPORT_FILE
+    with artifacts.write_errors(report_file, "free disk space or make the export folder writable"):
+        artifacts.write_json(report_file, report)
     return report
 
 
@@ -105,6 +108,16 @@ def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
         return runners, [{"runner": OnnxRuntimeRunner.name, "reason": f"{precision} graphs need ONNX Runtime's "
                           "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
     return runners + [OnnxRuntimeRunner(export_dir, CLASSIFY_FILE, provider)], []
+
+
+def _check_same_backbone(loaded, manifest: dict) -> None:
+    """Refuse a run whose backbone is not the one the export was made from (parity would be meaningless)."""
+    from dataclasses import asdict
+
+    made_from, given = manifest.get("backbone"), asdict(loaded.recipe.backbone)
+    if made_from is not None and made_from != given:
+        raise UserError(f"run {loaded.path} has backbone {given['config']!r}, the export was made from "
+                        f"{made_from['config']!r}: pass the run the export came from ({manifest['source_run']})")
 
 
 def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,

@@ -58,3 +58,15 @@ def tiny_rte_export(root: Path) -> tuple[Path, Path]:
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
     materialize(run, ["rte"])
     return run, export_onnx(run, "rte", head="both", output=root / "exports" / "rte" / "onnx")
+
+
+def reseal(folder: Path) -> None:
+    """Re-hash `folder` into its manifest after a test changed a file on purpose (a run that differs
+    from the one an export came from, not tampering)."""
+    import json
+
+    from hyperexport import artifacts
+
+    manifest = json.loads((folder / artifacts.MANIFEST_FILE).read_text())
+    manifest["files"] = artifacts.sealed_files(folder, manifest["stage"])
+    artifacts.write_json(folder / artifacts.MANIFEST_FILE, manifest)

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from conftest import reseal
 from typer.testing import CliRunner
 
 from hyperexport import artifacts
@@ -43,6 +44,7 @@ def perturb_backbone(run: Path, seed: int = 3, scale: float = 0.5) -> None:
     generator = torch.Generator().manual_seed(seed)
     save_file({name: t + scale * t.std() * torch.randn(t.shape, generator=generator) if t.numel() > 1 else t
                for name, t in load_file(path).items()}, path)
+    reseal(run)
 
 
 @pytest.fixture(scope="module")

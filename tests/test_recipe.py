@@ -430,3 +430,35 @@ def test_any_text_file_gives_a_recipe_or_a_user_error(tmp_path_factory, text):
         assert isinstance(load_recipe(path), Recipe)
     except UserError as error:
         assert "\n" not in str(error)
+
+
+def recipe_file_or_user_error(path) -> None:
+    try:
+        assert isinstance(load_recipe(path), Recipe)
+    except UserError as error:
+        assert str(error) and "\n" not in str(error)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_file_gives_a_recipe_or_a_user_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fuzz") / "recipe.yaml"
+    path.write_bytes(data)
+    recipe_file_or_user_error(path)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(KEYS, VALUES, max_size=8), st.sampled_from(FIELD_PATHS), VALUES)
+def test_any_yaml_document_gives_a_recipe_or_a_user_error(tmp_path_factory, data, where, value):
+    """Structured documents through the file loader: a near-valid recipe with one field replaced, and
+    arbitrary mappings, dumped by a YAML 1.1 emitter (so tags, quoting and anchors vary)."""
+    import yaml
+
+    section, field = where
+    recipe = {"name": "t", "tasks": [{"name": "rte", "source": "demo"}], **{name: {} for name in SECTIONS}}
+    target = recipe if section is None else recipe["tasks"][0] if section == "tasks" else recipe[section]
+    target[field] = value
+    for document in (recipe, data):
+        path = tmp_path_factory.mktemp("fuzz") / "recipe.yaml"
+        path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8", errors="surrogatepass")
+        recipe_file_or_user_error(path)

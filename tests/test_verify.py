@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
-from conftest import tiny_rte_export
+from conftest import reseal, tiny_rte_export
 from typer.testing import CliRunner
 
 from hyperexport import artifacts
@@ -47,8 +47,9 @@ def test_verify_cli_exit_codes(exported, tmp_path):
     tensors = load_file(drifted / artifacts.WEIGHTS_FILE)
     tensors["generators.encoder.ln_bias.bias"] += 0.5
     save_file(tensors, drifted / artifacts.WEIGHTS_FILE)
+    reseal(drifted)  # a consistent run, just not the one the export came from
     failed = runner.invoke(app, ["verify", str(folder), "--run", str(drifted), "--json"])
-    assert failed.exit_code == 1
+    assert failed.exit_code == 1, failed.stderr
     report = json.loads(failed.stdout)
     assert not report["passed"]
     assert any(not c["passed"] and c["runner"] == "onnxruntime" and c["output"] == "logits" for c in report["comparisons"])

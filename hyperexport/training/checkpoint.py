@@ -3,18 +3,20 @@
 - trained tensors (`model.safetensors`): every trainable parameter by its module path — hypernets or
   adapters, task embeddings and T5's layer norms; the frozen backbone is referenced, not copied
   (a random-init backbone is saved once in `backbone/`).
-- resume state (`checkpoint/`): those tensors plus optimizer, scheduler, sampler and RNG states,
-  written atomically; read back with `torch.load(weights_only=True)` (no arbitrary unpickling).
+- resume state (`checkpoint/`): those tensors plus optimizer, scheduler, sampler and RNG states and a
+  manifest of their sha256, written atomically; read back with `torch.load(weights_only=True)` (no
+  arbitrary unpickling).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from hyperexport import artifacts
 from hyperexport.errors import UserError
@@ -38,9 +40,7 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trainable_state(model), str(tmp))
-    tmp.replace(path)
+    artifacts.write_bytes(path, save(trainable_state(model)))  # bytes first: a failed write is an OSError
 
 
 def load_trainable(model, path: Path) -> None:
@@ -65,8 +65,6 @@ def load_trainable(model, path: Path) -> None:
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress: TrainProgress) -> None:
     """Write the resume state into `folder` atomically (a temporary sibling, then a rename)."""
-    tmp = artifacts.temporary_sibling(folder)
-    save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -75,14 +73,20 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "progress": asdict(progress),
     }
-    torch.save(state, tmp / STATE_FILE)
-    artifacts.replace_folder(tmp, folder)
+    buffer = io.BytesIO()  # torch.save to a file reports a full disk as a RuntimeError; bytes give an OSError
+    torch.save(state, buffer)
+    with artifacts.building(folder) as tmp:
+        artifacts.write_bytes(tmp / TRAINABLE_FILE, save(trainable_state(model)))
+        artifacts.write_bytes(tmp / STATE_FILE, buffer.getvalue())
+        artifacts.write_json(tmp / artifacts.MANIFEST_FILE,
+                             {"stage": "checkpoint", "step": progress.step, "files": artifacts.file_hashes(tmp)})
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, sampler) -> TrainProgress:
     """Restore everything `save_checkpoint` wrote; returns the loop's counters."""
     if not (folder / STATE_FILE).is_file() or not (folder / TRAINABLE_FILE).is_file():
         raise UserError(f"no resumable checkpoint at {folder}: run `hyperexport train` without --resume")
+    artifacts.check_manifest(folder, "checkpoint")  # a damaged file is named before anything is read
     load_trainable(model, folder / TRAINABLE_FILE)
     try:
         state = torch.load(folder / STATE_FILE, weights_only=True)

@@ -39,23 +39,60 @@ def train(recipe, output: Path | None = None, max_steps: int | None = None, devi
         recipe = replace(recipe, train=replace(recipe.train, max_steps=max_steps))
     run_dir = Path(output) if output is not None else Path("runs") / recipe.name
     partial = run_dir.with_name(run_dir.name + artifacts.PARTIAL_SUFFIX)
-    _check_destination(run_dir, partial, resume, overwrite)
-    session = _TrainingSession(recipe, partial, device, resume)
-    if not session.run(stop_after, progress_bar):
-        return partial
-    session.finish(run_dir)
+    _check_destination(recipe, run_dir, partial, resume, overwrite)
+    new_parent = artifacts.first_missing(partial.parent)
+    try:
+        session = _TrainingSession(recipe, partial, device, resume)
+        if not session.run(stop_after, progress_bar):
+            return partial
+        session.finish(run_dir)
+    except BaseException:
+        if not (partial / artifacts.CHECKPOINT_DIR).is_dir():  # nothing to resume: leave nothing behind
+            shutil.rmtree(partial, ignore_errors=True)
+            artifacts.remove_if_empty(new_parent)
+        raise
     artifacts.point_latest(run_dir.parent, run_dir)
     return run_dir
 
 
-def _check_destination(run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
+def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not overwrite:
         raise UserError(f"{run_dir} already exists: pass --overwrite to replace it, or choose another --output")
     checkpoint = partial / artifacts.CHECKPOINT_DIR
     if resume and not checkpoint.is_dir():
         raise UserError(f"nothing to resume at {checkpoint}: run `hyperexport train` without --resume")
+    if resume:
+        _check_same_recipe(recipe, partial)
     if not resume and partial.exists():
         shutil.rmtree(partial)  # an abandoned run; starting fresh replaces it
+
+
+def _check_same_recipe(recipe, partial: Path) -> None:
+    """--resume continues the run it was started as: refuse a recipe that differs (another backbone,
+    model or schedule would silently mix two trainings), naming the first differing field."""
+    from hyperexport.recipe import recipe_to_dict
+
+    try:
+        started = yaml.safe_load((partial / artifacts.RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise UserError(f"cannot read {partial / artifacts.RECIPE_FILE}: train without --resume") from None
+    given = recipe_to_dict(recipe)
+    if started != given:
+        where, old, new = _first_difference(started, given)
+        raise UserError(f"the recipe differs from the one {partial} was started with ({where}: {old!r} -> {new!r}): "
+                        "resume with the same recipe and --max-steps, or train without --resume")
+
+
+def _first_difference(a, b, path: str = "") -> tuple[str, object, object]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{index}]")
+    return path or "recipe", a, b
 
 
 def _accelerator(device: str, precision: str):
@@ -110,11 +147,12 @@ class _TrainingSession:
     def _start_run_folder(self) -> None:
         if not self.accelerator.is_main_process:
             return
-        self.partial.mkdir(parents=True)
-        (self.partial / artifacts.RECIPE_FILE).write_text(_recipe_yaml(self.recipe))
-        self.tokenizer.save_pretrained(self.partial / artifacts.TOKENIZER_DIR)
-        if self.recipe.backbone.pretrained is None:  # random weights: keep them, they are not reproducible elsewhere
-            self.model.backbone.save_pretrained(self.partial / artifacts.BACKBONE_DIR)
+        with artifacts.write_errors(self.partial):
+            self.partial.mkdir(parents=True)
+            artifacts.write_bytes(self.partial / artifacts.RECIPE_FILE, _recipe_yaml(self.recipe).encode())
+            self.tokenizer.save_pretrained(self.partial / artifacts.TOKENIZER_DIR)
+            if self.recipe.backbone.pretrained is None:  # random weights: keep them, not reproducible elsewhere
+                self.model.backbone.save_pretrained(self.partial / artifacts.BACKBONE_DIR)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, stop_after: int | None, progress_bar: bool) -> bool:
@@ -177,13 +215,15 @@ class _TrainingSession:
         if result["average"] > self.progress.best_average or self.progress.best_step is None:
             self.progress.best_average, self.progress.best_step = result["average"], self.progress.step
             if self.accelerator.is_main_process:
-                save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+                with artifacts.write_errors(self.partial):
+                    save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
         return result
 
     def _save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
-            save_checkpoint(self.partial / artifacts.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
-                            self.scheduler, self.sampler, self.progress)
+            with artifacts.write_errors(self.partial):
+                save_checkpoint(self.partial / artifacts.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
+                                self.scheduler, self.sampler, self.progress)
 
     # ---- the finished run -----------------------------------------------------------------------
     def finish(self, run_dir: Path) -> None:
@@ -194,10 +234,18 @@ class _TrainingSession:
             return
         metrics = {**result, "split": "test", "best_step": self.progress.best_step,
                    "validation_history": self.progress.history}
-        artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
-        shutil.rmtree(self.partial / artifacts.CHECKPOINT_DIR, ignore_errors=True)
-        artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
-        artifacts.replace_folder(self.partial, run_dir)
+        with artifacts.write_errors(run_dir):  # until the rename, a failure leaves the run resumable
+            artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
+            _remove_temporaries(self.partial)
+            artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
+            artifacts.replace_folder(self.partial, run_dir)
+        shutil.rmtree(run_dir / artifacts.CHECKPOINT_DIR, ignore_errors=True)  # not in the manifest
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Hidden `.<name>.*` files and folders a killed earlier session left in the unfinished run."""
+    for path in folder.glob(".*"):
+        artifacts.remove_path(path)
 
 
 def _summary(step: int, result: dict) -> str:
