@@ -90,16 +90,22 @@ def deploy(task: str, fmt: str = "tensorrt", triton_repo: str | Path = "triton-r
     existing = [str(path) for path in targets if path.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} already exists: pass --overwrite to replace the task's models")
-    staging = artifacts.temporary_sibling(repo / f"{task}-deploy")
+    new_parent = artifacts.first_missing(repo)
     try:
-        for graph, name in names.items():
-            _write_model(staging / MODELS_DIR / name, export_dir, graph, spec[graph], name, fmt, max_batch)
-        description = _write_client(staging / CLIENTS_DIR / task, export_dir, manifest, names, max_batch)
-        for target in targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            artifacts.replace_folder(staging / target.relative_to(repo), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with artifacts.write_errors(repo, "free disk space, make the folder writable, or choose another --triton-repo"):
+            staging = artifacts.temporary_sibling(repo / f"{task}-deploy")  # .<task>-deploy.<pid>.* in the repo
+            try:
+                for graph, name in names.items():
+                    _write_model(staging / MODELS_DIR / name, export_dir, graph, spec[graph], name, fmt, max_batch)
+                description = _write_client(staging / CLIENTS_DIR / task, export_dir, manifest, names, max_batch)
+                for target in targets:  # each model folder is replaced in one step
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    artifacts.replace_folder(staging / target.relative_to(repo), target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        artifacts.remove_if_empty(new_parent)  # a failed first deploy leaves no empty repository behind
+        raise
     return description
 
 

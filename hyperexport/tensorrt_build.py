@@ -1,7 +1,7 @@
 """`export --format tensorrt`: one TensorRT engine per graph of a task, built from an ONNX export.
 
 The flow, all in a temporary sibling of `exports/<task>/tensorrt/` that is renamed into place at the end
-(nothing half-written, nothing at all when a check fails):
+(`artifacts.building`: nothing half-written, nothing at all when a check fails):
 1. `export_onnx(..., precision=P)` into `<staging>/onnx/`: the precision lives in the ONNX graph, because
    TensorRT 11 is strongly typed only (no FP16/BF16 builder flags) and TensorRT 10 is asked to be;
 2. the CPU compatibility check (`trt_compat`) on those graphs, with the profiles from `--batch`/`--seq`;
@@ -88,8 +88,7 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     trt = require_tensorrt()
     facts = device_facts(trt)
-    tmp = artifacts.temporary_sibling(destination)
-    try:
+    with artifacts.building(destination) as tmp:  # published on success; else removed, with any folder it made
         source = export_onnx(run, task, head, opset, tmp / SOURCE_DIR, overwrite=True, precision=precision)
         onnx_manifest = artifacts.check_manifest(source, "export")
         check_task_fits(ranges, json.loads((source / "task.json").read_text()))
@@ -114,10 +113,7 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
             plans={plan_name(g): f"{SOURCE_DIR}/{g}" for g in graphs},
             source_onnx_sha256={g: artifacts.sha256_file(source / g) for g in graphs},
             tensorrt_compatibility=compatibility, source_run=onnx_manifest["source_run"],
-            source_task_sha256=onnx_manifest["source_task_sha256"])
-        artifacts.replace_folder(tmp, destination)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            source_task_sha256=onnx_manifest["source_task_sha256"], backbone=onnx_manifest.get("backbone"))
     return destination
 
 
