@@ -226,7 +226,7 @@ def bench(
     seq: Annotated[int, typer.Option(help="Input length in tokens.")] = 128,
     head: Annotated[str, typer.Option(help="classify, generate, or classify,generate.")] = "classify,generate",
     rounds: Annotated[int, typer.Option(help="Timed calls per variant, batch and head.")] = 10,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
     train: Annotated[bool, typer.Option("--train", help="Instead: training steps/s of HyperFormer++ against "
                                                          "plain adapters on the same batches.")] = False,
     tensorrt: Annotated[Optional[Path], typer.Option(

@@ -20,7 +20,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,24 +72,36 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
         raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
     if seq < 2 or rounds < 1:
         raise UserError("--seq must be at least 2 and --rounds at least 1")
-    threads = threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
     engines = None
     if tensorrt is not None:  # before the slow part: no GPU or no tensorrt is a one-line error here
         from hyperexport.tensorrt_runner import TensorRTEngines
 
         engines = TensorRTEngines(tensorrt)
     subject = _subject(run, task, backbone, recipe)
-    with tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, contextlib.ExitStack() as stack:
+    with _torch_threads(threads) as threads, tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, \
+            contextlib.ExitStack() as stack:
         variants, sizes = _build_variants(subject, heads, Path(folder), threads, progress_bar)
         if engines is not None:
             _add_tensorrt(variants, sizes, stack.enter_context(engines), subject)
         rows = _measure(subject, variants, batches, seq, rounds, progress_bar)
+        hypernet_ms = _hypernet_ms(subject)
     return {"machine": _machine(threads), "source": subject.source, "task": subject.task,
             "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
             "adapter_bottleneck": _bottleneck(subject), "seq": seq, "batches": list(batches), "rounds": rounds,
             "new_tokens": subject.new_tokens, "results": rows, "sizes_mb": sizes,
-            "hypernet_ms": _hypernet_ms(subject), "peak_rss_mb": _peak_rss_mb(), "ratios": ratios(rows)}
+            "hypernet_ms": hypernet_ms, "peak_rss_mb": _peak_rss_mb(), "ratios": ratios(rows)}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[int]:
+    """PyTorch's thread count set for the measurement (default: every core), restored afterwards."""
+    previous = torch.get_num_threads()
+    count = threads or os.cpu_count() or 1
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---- the subject ----------------------------------------------------------------------------------
@@ -303,13 +315,20 @@ def bench_training(run: str | Path | None = None, task: str = "", backbone: str 
                    seq: int = 128, rounds: int = 10, threads: int | None = None, progress_bar: bool = True) -> dict:
     """Training steps/s of HyperFormer++ and of plain per-task adapters (Adapter†): same backbone shape,
     same batches (one task per batch, cycling over the recipe's tasks), same optimizer, alternated."""
+    subject = _subject(run, task, backbone, recipe)
+    with _torch_threads(threads) as threads:
+        seconds = _time_training_steps(subject, batch, seq, rounds, progress_bar)
+    rows = {v: {"p50_ms": 1e3 * float(np.median(s)), "steps_per_s": 1 / float(np.median(s))} for v, s in seconds.items()}
+    return {"machine": _machine(threads), "source": subject.source, "backbone": subject.recipe.backbone.config,
+            "adapter_bottleneck": _bottleneck(subject), "batch": batch, "seq": seq, "rounds": rounds, "training": rows,
+            "overhead": rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1}
+
+
+def _time_training_steps(subject: Subject, batch: int, seq: int, rounds: int, progress_bar: bool) -> dict[str, list[float]]:
     from tqdm.auto import tqdm
 
     from hyperexport.model.build import build_model
 
-    threads = threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    subject = _subject(run, task, backbone, recipe)
     names = [t.name for t in subject.recipe.tasks]
     steps = {}
     for variant in TRAIN_VARIANTS:
@@ -326,10 +345,7 @@ def bench_training(run: str | Path | None = None, task: str = "", backbone: str 
             start = time.perf_counter()
             steps[variant](batches[r % len(batches)])
             seconds[variant].append(time.perf_counter() - start)
-    rows = {v: {"p50_ms": 1e3 * float(np.median(s)), "steps_per_s": 1 / float(np.median(s))} for v, s in seconds.items()}
-    return {"machine": _machine(threads), "source": subject.source, "backbone": subject.recipe.backbone.config,
-            "adapter_bottleneck": _bottleneck(subject), "batch": batch, "seq": seq, "rounds": rounds, "training": rows,
-            "overhead": rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1}
+    return seconds
 
 
 def _training_step(model, optimizer) -> Callable:

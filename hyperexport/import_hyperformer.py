@@ -19,7 +19,6 @@ run's backbone keeps it (`backbone.legacy_cross_attention_bias`), so the logits 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,8 +242,7 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
     from hyperexport.recipe import recipe_to_dict
     from hyperexport.training.checkpoint import save_trainable
 
-    tmp = artifacts.temporary_sibling(destination)
-    try:
+    with artifacts.building(destination) as tmp:
         model.backbone.save_pretrained(tmp / artifacts.BACKBONE_DIR)  # legacy cross-attention table included
         save_trainable(model, tmp / artifacts.WEIGHTS_FILE)
         plain = recipe_to_dict(recipe)
@@ -252,13 +250,11 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
         (tmp / artifacts.RECIPE_FILE).write_text(yaml.safe_dump(plain, sort_keys=False))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
-        artifacts.write_manifest(tmp, "import-hyperformer", recipe=recipe.name, variant=recipe.model.variant,
+        artifacts.write_manifest(tmp, "train", origin="import-hyperformer", recipe=recipe.name,
+                                 variant=recipe.model.variant,
                                  tasks=list(model.task_names), source_checkpoint=str(weights_path.resolve()),
                                  source_checkpoint_sha256=artifacts.sha256_file(weights_path),
                                  original_arguments=settings.__dict__ | {"tasks": list(settings.tasks)},
                                  parameters=count_parameters(model))
-        artifacts.replace_folder(tmp, destination)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     artifacts.point_latest(destination.parent, destination)
     return destination

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
@@ -56,10 +57,11 @@ def test_bench_training_compares_the_hypernetwork_with_plain_adapters(tiny_run):
 
 
 def test_bench_cli_json_with_a_random_backbone_shape(tmp_path):
+    threads = torch.get_num_threads()
     result = runner.invoke(app, ["bench", "--task", "rte", "--backbone", "t5-test", "--recipe", str(TINY_RECIPE),
-                                 "--batch", "1", "--seq", "6", "--rounds", "1", "--threads", "1",
-                                 "--head", "classify", "--json"])
+                                 "--batch", "1", "--seq", "6", "--rounds", "1", "--head", "classify", "--json"])
     assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads  # bench measured on every core, then gave the count back
     report = json.loads(result.stdout)
     assert report["source"] == "random t5-test" and report["backbone"] == "t5-test"
     assert set(report["ratios"]["ort_fp32_vs_torch_hypernet"]) == {"classify"}

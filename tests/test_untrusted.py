@@ -24,7 +24,8 @@ SOURCES = sorted([*(ROOT / "hyperexport").rglob("*.py"), *(ROOT / "cli").rglob("
 FORBIDDEN = {
     r"\byaml\.(load|load_all|unsafe_load|full_load)\(": ("YAML without the safe loader", "yaml.load(text)"),
     r"\b(Unsafe|Full)?Loader\s*=\s*yaml\.(Unsafe|Full)?Loader\b": ("an unsafe YAML loader", "Loader=yaml.Loader"),
-    r"\b(c?pickle|dill|cloudpickle|marshal|shelve)\b": ("pickle executes code on load", "import pickle"),
+    r"(import\s+|from\s+|\b)(c?pickle|dill|cloudpickle|marshal|shelve)(\s+import|\.\w+|\s*$|\s*,)":
+        ("pickle executes code on load", "import pickle"),  # code, not the word in prose
     r"\bjoblib\.load\(": ("joblib unpickles", "joblib.load(path)"),
     r"allow_pickle\s*=\s*True": ("numpy unpickling", "np.load(path, allow_pickle=True)"),
     r"trust_remote_code\s*=\s*True": ("runs a model repository's code", "from_pretrained(x, trust_remote_code=True)"),
