@@ -37,10 +37,11 @@ print(f"{'precision':9} {'build s':>7} {'logits max|d|':>13} {'scores max|d|':>1
 for precision in ("fp32", "bf16"):
     report = json.loads((out / f"verify-{precision}.json").read_text())
     rows = {r["output"]: r for r in report["comparisons"] if r["runner"] == "tensorrt" and r["inputs"] == "evaluation"}
-    metric = [m["values"].get("tensorrt") for m in report["metrics"] if m["head"] == "classify"]
+    metric = [m["values"].get("tensorrt") or {} for m in report["metrics"] if m["head"] == "classify"]
+    metric = "/".join(f"{v:.1f}" for v in metric[0].values()) if metric and metric[0] else "-"
     cell = lambda k: f"{rows[k]['max_abs_diff']:.3g}" if k in rows else "-"
     print(f"{precision:9} {times.get(precision, '?'):>7} {cell('logits'):>13} {cell('scores'):>13} {cell('tokens'):>14} "
-          f"{str(metric[0] if metric else '-'):>8} {report['passed']}")
+          f"{metric:>8} {report['passed']}")
 bench = json.loads((out / "bench.json").read_text())
 for row in bench["results"]:
     print(f"bench {row['head']:8} batch {row['batch']:>2} {row['variant']:18} p50 {row['p50_ms']:8.2f} ms")
