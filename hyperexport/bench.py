@@ -238,6 +238,9 @@ def _onnxruntime_fn(folder: Path, head: str, new_tokens: int, threads: int) -> C
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # Idle pool threads must not spin: several sessions share these cores, and one session's spinning
+    # threads would slow whichever variant runs next (PyTorch's OpenMP threads are passive in the CLI).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if head == "classify":
         session = ort.InferenceSession(str(folder / CLASSIFY_FILE), options, providers=["CPUExecutionProvider"])
         return lambda input_ids, attention_mask: session.run(
