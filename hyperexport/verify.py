@@ -114,10 +114,13 @@ def _check_same_backbone(loaded, manifest: dict) -> None:
     """Refuse a run whose backbone is not the one the export was made from (parity would be meaningless)."""
     from dataclasses import asdict
 
-    made_from, given = manifest.get("backbone"), asdict(loaded.recipe.backbone)
-    if made_from is not None and made_from != given:
-        raise UserError(f"run {loaded.path} has backbone {given['config']!r}, the export was made from "
-                        f"{made_from['config']!r}: pass the run the export came from ({manifest['source_run']})")
+    made_from, given = manifest.get("backbone") or {}, asdict(loaded.recipe.backbone)
+    differing = [key for key, value in made_from.items() if given.get(key) != value]  # a newer field: its default
+    if differing:
+        key = differing[0]
+        field = "backbone" if key == "config" else f"backbone.{key}"
+        raise UserError(f"run {loaded.path} has {field} {given.get(key)!r}, the export was made from "
+                        f"{made_from[key]!r}: pass the run the export came from ({manifest['source_run']})")
 
 
 def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,

@@ -84,3 +84,14 @@ def test_verify_refuses_a_folder_that_is_not_an_export(exported):
     run, _ = exported
     result = runner.invoke(app, ["verify", str(run)])
     assert result.exit_code == 2 and "is not an export folder" in result.stderr
+
+
+def test_verify_accepts_an_export_whose_manifest_predates_a_backbone_field(exported, tmp_path):
+    """A backbone field added later (its default applies) is no reason to call the run another backbone."""
+    run, folder = exported
+    older = tmp_path / "older"
+    shutil.copytree(folder, older)
+    manifest = json.loads((older / artifacts.MANIFEST_FILE).read_text())
+    del manifest["backbone"]["legacy_cross_attention_bias"]
+    (older / artifacts.MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert verify(older)["passed"]
