@@ -1,4 +1,4 @@
-"""import-hyperformer against checkpoints written by the original HyperFormer code (tests/data/hyperformer,
+"""import-hyperformer against checkpoints written by the original HyperFormer code (tests/fixtures/hyperformer,
 made with transformers 3.5.1: see its README). Tolerance: 2e-5 absolute on fp32 logits and adapter
 tensors (observed: a few 1e-6); greedy generations identical."""
 
@@ -19,7 +19,7 @@ from hyperexport.model.adapter import STACKS
 from hyperexport.run import load_run
 from hyperexport_cli.main import app
 
-FIXTURES = Path(__file__).parent / "data" / "hyperformer"
+FIXTURES = Path(__file__).parent / "fixtures" / "hyperformer"
 VARIANTS = {"hyperformer++": "hyperformer++", "hyperformer": "hyperformer-layer",
             "meta-adapter": "hyperformer", "adapters": "adapters"}  # fixture folder -> our variant
 TOLERANCE = 2e-5
@@ -112,6 +112,11 @@ def test_a_checkpoint_with_unknown_and_missing_keys_is_refused_in_one_line(tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "1 unknown keys: encoder.adapter_layers_hyper_net.token_type_embeddings.weight" in lines[0]
     assert "1 missing keys: encoder.adapter_layers_hyper_net.adapters_block_type.weight" in lines[0]
+    assert lines[0].endswith(  # the whole line after the file's path (as in docs/reliability.md)
+        "pytorch_model.bin is not a checkpoint of the original HyperFormer layout its arguments describe: "
+        "1 unknown keys: encoder.adapter_layers_hyper_net.token_type_embeddings.weight; "
+        "1 missing keys: encoder.adapter_layers_hyper_net.adapters_block_type.weight; "
+        "check the training-arguments JSON (variant, tasks) matches it")
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
