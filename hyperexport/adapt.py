@@ -69,6 +69,9 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
     from hyperexport.recipe import load_recipe
 
     run_dir = artifacts.resolve_run(run)
+    if not (run_dir / artifacts.TOKENIZER_DIR).is_dir():  # else the tokenizer's path would be looked up as a hub id
+        raise UserError(f"run {run_dir.name} has no tokenizer (it was imported without one), which adapt needs for "
+                        "the examples' text: import the checkpoint again with --tokenizer")
     recipe = load_recipe(run_dir / artifacts.RECIPE_FILE)
     destination = Path(output).resolve() if output is not None else run_dir
     _check_request(recipe, run_dir, task, init_from, tune, destination, overwrite, steps, shots, learning_rate)

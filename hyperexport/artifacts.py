@@ -224,9 +224,10 @@ OUTPUT_FIX = "free disk space, make the folder writable, or choose another --out
 
 
 @contextmanager
-def write_errors(destination: Path, fix: str = OUTPUT_FIX) -> Iterator[None]:
+def write_errors(destination: Path, fix: str = OUTPUT_FIX, option: str = "--output") -> Iterator[None]:
     """Turn a failed write under `destination` (disk full, file size limit, read-only or unwritable
-    folder, a file in the way) into a one-line UserError naming the fix."""
+    folder, a file in the way) into a one-line UserError naming the fix (`option`: the flag that names
+    another destination)."""
     from safetensors import SafetensorError
 
     try:
@@ -236,7 +237,7 @@ def write_errors(destination: Path, fix: str = OUTPUT_FIX) -> Iterator[None]:
             raise
         if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
             raise UserError(f"cannot write {destination}: a file is in the way of its folder "
-                            f"({error.strerror}: {error.filename}): move it, or choose another --output") from None
+                            f"({error.strerror}: {error.filename}): move it, or choose another {option}") from None
         code = errno.errorcode[error.errno]
         raise UserError(f"cannot write {destination}: {error.strerror} ({code}): {fix}") from None
     except SafetensorError as error:  # safetensors reports a failed write as its own error type

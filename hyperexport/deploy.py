@@ -92,7 +92,8 @@ def deploy(task: str, fmt: str = "tensorrt", triton_repo: str | Path = "triton-r
         raise UserError(f"{existing[0]} already exists: pass --overwrite to replace the task's models")
     new_parent = artifacts.first_missing(repo)
     try:
-        with artifacts.write_errors(repo, "free disk space, make the folder writable, or choose another --triton-repo"):
+        with artifacts.write_errors(repo, "free disk space, make the folder writable, or choose another --triton-repo",
+                                    option="--triton-repo"):
             staging = artifacts.temporary_sibling(repo / f"{task}-deploy")  # .<task>-deploy.<pid>.* in the repo
             try:
                 for graph, name in names.items():

@@ -82,13 +82,21 @@ def import_hyperformer(checkpoint_dir: str | Path, output: Path | None = None, t
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     settings = read_settings(_training_args_file(checkpoint_dir, training_args))
     config_dict = _read_json(checkpoint_dir / CONFIG_FILE, "the original's config.json")
+    if not isinstance(config_dict, dict):
+        raise UserError(f"{checkpoint_dir / CONFIG_FILE} is {_json_kind(config_dict)}, not a JSON object: "
+                        "copy the original's config.json there")
     weights_path, original = read_original_weights(checkpoint_dir)
     tokenizer_source = tokenizer or (str(checkpoint_dir) if _has_tokenizer(checkpoint_dir) else None)
 
-    config = _t5_config(T5Config, config_dict)
     recipe = _recipe(settings, destination.name, tokenizer_source)
     torch.manual_seed(0)  # every tensor is overwritten below; the seed only keeps construction quiet
-    backbone = T5ForConditionalGeneration(config)
+    try:
+        config = _t5_config(T5Config, config_dict)
+        backbone = T5ForConditionalGeneration(config)
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError, RuntimeError) as error:  # a bad value
+        raise UserError(f"{checkpoint_dir / CONFIG_FILE} does not describe a T5 that can be built "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else '?'}): "
+                        "copy the original's config.json there") from None
     add_legacy_cross_attention_bias(backbone)
     model = HyperT5(backbone, settings.tasks, recipe.model)
     state = OriginalState(original)
@@ -104,20 +112,48 @@ def import_hyperformer(checkpoint_dir: str | Path, output: Path | None = None, t
 def read_settings(path: Path) -> OriginalSettings:
     """The adapter settings of an original training-arguments JSON; unsupported settings are refused."""
     args = _read_json(path, "the training-arguments JSON")
+    if not isinstance(args, dict):
+        raise UserError(f"{path} is {_json_kind(args)}, not a JSON object of training arguments: pass the "
+                        "configs/*.json the original ran with")
     if not args.get("train_adapters", False):
         raise UserError(f"{path} does not set train_adapters: the checkpoint has no adapters to import")
     if args.get("adapters") or args.get("task_embeddings"):
         raise UserError(f"{path} maps tasks onto shared adapters or embeddings (adapters / task_embeddings), "
                         "which this importer does not support")
     known = {name: args[name] for name in OriginalSettings.__dataclass_fields__ if name in args}
-    known["tasks"] = tuple(args.get("tasks") or ())
+    tasks = args.get("tasks") or ()
+    if not isinstance(tasks, list) or not all(isinstance(task, str) for task in tasks):
+        raise UserError(f"{path}: tasks must be a list of task names, got {tasks!r}")
+    known["tasks"] = tuple(tasks)
     if not known["tasks"] or known.get("adapter_config_name") not in ("adapter", "meta-adapter"):
         raise UserError(f"{path} needs `tasks` and `adapter_config_name` (adapter or meta-adapter)")
+    for name, value in known.items():
+        expected = _SETTING_TYPES.get(name)
+        if expected is not None and not _is_setting(value, expected) and not (name == "task_embedding_dim" and value is None):
+            raise UserError(f"{path}: {name} must be {_SETTING_KINDS[expected]}, got {value!r}")
     settings = OriginalSettings(**known)
     problem = _unsupported(settings)
     if problem:
         raise UserError(f"{path}: {problem}, which this importer does not support")
     return settings
+
+
+# the type each setting must have in the JSON (task_embedding_dim may also be null)
+_SETTING_TYPES = {name: type(field.default) for name, field in OriginalSettings.__dataclass_fields__.items()
+                  if isinstance(field.default, (bool, int, str))} | {"adapter_config_name": str, "task_embedding_dim": int}
+_SETTING_KINDS = {bool: "true or false", int: "a positive whole number", str: "a string"}
+
+
+def _is_setting(value, expected: type) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, expected)
+
+
+def _json_kind(value) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def _unsupported(s: OriginalSettings) -> str | None:
@@ -148,7 +184,13 @@ def read_original_weights(checkpoint_dir: Path) -> tuple[Path, dict[str, torch.T
         else:
             tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise several types for damaged or foreign files
-        raise UserError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+        first = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+        if first.startswith("Weights only load failed"):  # torch's next lines suggest weights_only=False: never
+            raise UserError(f"cannot read {path}: it holds objects other than tensors, which are refused without "
+                            "being run (Weights only load failed): pass a checkpoint of plain tensors") from None
+        reason = first.split(". ")[0].rstrip(".")  # torch goes on with guesses and advice on the same line
+        raise UserError(f"cannot read {path}: {reason}: the file is damaged or not a checkpoint; copy the original's "
+                        "weights again") from None
     if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
         raise UserError(f"{path} is not a state dict of tensors")
     return path, dict(tensors)

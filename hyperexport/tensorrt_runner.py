@@ -59,16 +59,16 @@ class TensorRTEngines:
     """The plans of an engine folder, deserialized once; `run(graph file, inputs) -> outputs`."""
 
     def __init__(self, export_dir: Path):
+        from hyperexport.tensorrt_build import device_facts
+
         self.export_dir = Path(export_dir)
         self.manifest = open_engine_folder(self.export_dir)
-        self.trt = require_tensorrt()  # fails early, before any other runner has run
+        self.trt = require_tensorrt()  # these two fail early, before any other runner (verify, bench) has run
+        check_plan_compatible(self.export_dir, self.manifest, device_facts(self.trt))
         self.engines: dict = {}
 
     def __enter__(self) -> "TensorRTEngines":
-        from hyperexport.tensorrt_build import device_facts
-
         trt = self.trt
-        check_plan_compatible(self.export_dir, self.manifest, device_facts(trt))
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         for graph in self.manifest["profiles"]:
             engine = runtime.deserialize_cuda_engine((self.export_dir / plan_name(graph)).read_bytes())

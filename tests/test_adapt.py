@@ -170,19 +170,19 @@ BAD_ROW_FILES = {
 }
 
 
-@pytest.mark.parametrize(
-    ("case", "message"),
-    [
-        ("missing", "does not exist"),
-        ("empty", "has no examples"),
-        ("not-jsonl", "is not valid JSON"),
-        ("missing-field", "lacks field(s) sentence2"),
-        ("unknown-label", "label 'contradiction' is not one of"),
-        ("not-an-object", "is not a JSON object"),
-        ("wrong-suffix", "neither .jsonl"),
-        ("binary", "is not UTF-8 text"),
-    ],
-)
+BAD_DATA = [  # (case: the test id, named in docs/reliability.md; the end of the one line, after the file's path)
+    ("missing", "does not exist: give a .jsonl or .csv file of labelled examples"),
+    ("empty", "has no examples: give at least one labelled jsonl row"),
+    ("not-jsonl", ":1 is not valid JSON (Expecting value); fix that line"),
+    ("missing-field", ":1 lacks field(s) sentence2 of task 'scitail'; give every row sentence1, sentence2, gold_label"),
+    ("unknown-label", "label 'contradiction' is not one of"),
+    ("not-an-object", ":1 is not a JSON object; write one object per line"),
+    ("wrong-suffix", "is neither .jsonl (one JSON object per line) nor .csv: rename or convert it"),
+    ("binary", "is not UTF-8 text; write jsonl as UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("case", "message"), BAD_DATA, ids=[case for case, _ in BAD_DATA])
 def test_a_bad_data_file_is_one_line_exit_2_and_the_run_is_untouched(run_copy, tmp_path, case, message):
     run, _, eval_data = run_copy
     if case == "missing":
@@ -203,19 +203,28 @@ def test_a_bad_data_file_is_one_line_exit_2_and_the_run_is_untouched(run_copy, t
     assert folder_state(run) == state and sorted(run.parent.iterdir()) == siblings
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--task", "rte"], "task 'rte' is already in the run"),
-        (["--task", "scitail", "--init-from", "cola"], "--init-from 'cola' is not a task of the run"),
-        (["--task", "scitail", "--tune", "everything"], "unknown --tune 'everything'"),
-        (["--task", "scitail", "--template", "x: {x}"], "'scitail' is a built-in task"),
-        (["--task", "topic"], "'topic' is not a built-in task: declare it with --template"),
-        (["--task", "cola"], "built-in task 'cola' cuts its splits"),
-        (["--task", "scitail", "--shots", 500], "--shots 500 but --data has 24 examples"),
-        (["--task", "bad/name", "--template", "t: {text}", "--labels", "0,1"], "is not a valid name"),
-    ],
-)
+BAD_REQUESTS = {  # test id (named in docs/reliability.md) -> (arguments, the whole message)
+    "task-in-run": (["--task", "rte"], "task 'rte' is already in the run tiny: give the new task another name"),
+    "init-from-unknown": (["--task", "scitail", "--init-from", "cola"],
+                          "--init-from 'cola' is not a task of the run tiny: its tasks are rte, sst2, mrpc "
+                          "(or auto: the one with the lowest loss on the shots)"),
+    "unknown-tune": (["--task", "scitail", "--tune", "everything"],
+                     "unknown --tune 'everything': use embedding, layer-norms, hypernet"),
+    "built-in-with-template": (["--task", "scitail", "--template", "x: {x}"],
+                               "'scitail' is a built-in task with its own template and labels, so --template cannot "
+                               "be set: give a custom task its own name"),
+    "custom-without-template": (["--task", "topic"],
+                                "'topic' is not a built-in task: declare it with --template (e.g. 'sentence: {text}') "
+                                "and --labels (e.g. 0,1), and --metric if not accuracy"),
+    "built-in-with-paper-splits": (["--task", "cola"],
+                                   "built-in task 'cola' cuts its splits by the paper's protocol: adapt it under a "
+                                   "custom name with --template and --labels"),
+    "too-many-shots": (["--task", "scitail", "--shots", 500], "--shots 500 but --data has 24 examples: ask for fewer shots"),
+    "invalid-name": (["--task", "bad/name", "--template", "t: {text}", "--labels", "0,1"], "is not a valid name"),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), list(BAD_REQUESTS.values()), ids=list(BAD_REQUESTS))
 def test_a_bad_request_is_one_line_exit_2_and_the_run_is_untouched(run_copy, args, message):
     run, data, _ = run_copy
     state = folder_state(run)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from hyperexport import artifacts
+from hyperexport.import_hyperformer import import_hyperformer
 from hyperexport.materialize import materialize
 from hyperexport.onnx_export import export_onnx
 from hyperexport.recipe import load_recipe
@@ -32,6 +33,7 @@ from hyperexport_cli.main import app
 ROOT = Path(__file__).parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 CHILD = Path(__file__).parent / "child_cli.py"
+CHECKPOINT = Path(__file__).parent / "fixtures" / "hyperformer" / "hyperformer++" / "checkpoint"  # original code's
 runner = CliRunner()
 
 
@@ -118,6 +120,46 @@ def existing(name):
     return lambda world, tmp: (tmp / name).mkdir(parents=True)
 
 
+def write_file(name: str, text: str):
+    return lambda world, tmp: (tmp / name).write_text(text)
+
+
+def scitail_rows(count: int):
+    def setup(world, tmp):
+        from hyperexport.data.demo import demo_examples
+
+        (tmp / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in demo_examples("scitail", "train", count, 0)))
+    return setup
+
+
+def verified_export(report: dict, edit: Callable[[bytes], bytes] = lambda data: data):
+    """A copy of the export with `report` as its parity_report.json (as if verify had written it)."""
+    def setup(world, tmp):
+        copy_export(edit)(world, tmp)
+        (tmp / "export" / artifacts.PARITY_REPORT_FILE).write_text(json.dumps(report))
+    return setup
+
+
+class Payload:
+    """A pickled object that would print if unpickled (torch.load(weights_only=True) must refuse it)."""
+
+    def __reduce__(self):
+        return print, ("unpickled",)
+
+
+def copy_checkpoint(edit: Callable[[Path], None]):
+    """A copy of the original-code checkpoint (hyperformer++ fixture) as checkpoint/, then `edit(folder)`."""
+    def setup(world, tmp):
+        edit(Path(shutil.copytree(CHECKPOINT, tmp / "checkpoint")))
+    return setup
+
+
+def edit_json(name: str, change: Callable[[dict], object]):
+    def edit(folder: Path):
+        (folder / name).write_text(json.dumps(change(json.loads((folder / name).read_text()))))
+    return edit
+
+
 @dataclass
 class Case:
     id: str
@@ -194,6 +236,126 @@ CASES = [
     Case("output-under-a-file-train", ["train", TINY, "--output", "file/tiny"],
          "cannot write file/tiny.partial: a file is in the way of its folder (Not a directory: file/tiny.partial): "
          "move it, or choose another --output", a_file),
+    # export --format tensorrt and --precision: refused before the GPU check, so the same on every machine
+    Case("export-unknown-format", ["export", "--run", "{run}", "--task", "rte", "--format", "tflite", "--output", "out"],
+         "unknown format 'tflite': use onnx or tensorrt"),
+    Case("export-unknown-precision", ["export", "--run", "{run}", "--task", "rte", "--precision", "fp64", "--output", "out"],
+         "unknown precision 'fp64': use fp32, fp16, bf16, int8"),
+    Case("tensorrt-int8", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt", "--precision", "int8",
+                           "--output", "out"],
+         "precision 'int8' is not available for tensorrt: use fp32, fp16, bf16 (int8 is an ONNX Runtime CPU export: "
+         "--format onnx --precision int8)"),
+    Case("tensorrt-batch-not-a-range", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt",
+                                        "--batch", "1:8", "--output", "out"],
+         "--batch '1:8' is not min:opt:max: write three whole numbers, e.g. --batch 1:8:32"),
+    Case("tensorrt-seq-out-of-order", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt",
+                                       "--seq", "64:8:128", "--output", "out"],
+         "--seq '64:8:128': need min <= opt <= max, e.g. --seq 64:64:128"),
+    Case("tensorrt-seq-too-short", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt",
+                                    "--seq", "1", "--output", "out"],
+         "--seq '1': max must be at least 2 (one source token and </s>; generation needs a past of at least one token)"),
+    Case("output-exists-export-tensorrt", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt",
+                                           "--output", "out"],
+         "out already exists: pass --overwrite to replace it, or choose another --output", existing("out")),
+    # deploy
+    Case("deploy-unknown-format", ["deploy", "--task", "rte", "--format", "tflite"],
+         "unknown format 'tflite': use tensorrt or onnx"),
+    Case("deploy-no-export", ["deploy", "--task", "rte"],
+         "no export at exports/rte/tensorrt: run `hyperexport export --task rte --format tensorrt` and "
+         "`hyperexport verify exports/rte/tensorrt`"),
+    Case("deploy-not-verified", ["deploy", "--task", "rte", "--format", "onnx", "--export", "{export}"],
+         "{export} has no parity_report.json: run `hyperexport verify {export}` first"),
+    Case("deploy-parity-failed", ["deploy", "--task", "rte", "--format", "onnx", "--export", "export"],
+         "export failed verify (see export/parity_report.json): fix the export and verify it before deploying",
+         verified_export({"passed": False, "precision": "fp32"})),
+    Case("deploy-parity-of-another-precision", ["deploy", "--task", "rte", "--format", "onnx", "--export", "export"],
+         "export/parity_report.json is for precision fp16, the export is fp32: run `hyperexport verify export` first",
+         verified_export({"passed": True, "precision": "fp16"})),
+    Case("deploy-another-format", ["deploy", "--task", "rte", "--format", "tensorrt", "--export", "{export}"],
+         "{export} is a onnx export of rte, not tensorrt of rte: pass the matching --export"),
+    Case("deploy-edited-export", ["deploy", "--task", "rte", "--format", "onnx", "--export", "export"],
+         "export/classify_model.onnx was changed (sha256 mismatch) since it was written: export it again",
+         verified_export({"passed": True, "precision": "fp32"}, lambda data: data[: len(data) // 2])),
+    Case("output-under-a-file-deploy", ["deploy", "--task", "rte", "--format", "onnx", "--export", "export",
+                                        "--triton-repo", "file/repo"],
+         "cannot write file/repo: a file is in the way of its folder (Not a directory: file/repo): move it, "
+         "or choose another --triton-repo",
+         lambda world, tmp: (verified_export({"passed": True, "precision": "fp32"})(world, tmp), a_file(world, tmp))),
+    # bench: refused before anything is built or timed
+    Case("bench-batch-not-sizes", ["bench", "--run", "{run}", "--task", "rte", "--batch", "0,x"],
+         "--batch '0,x' is not a comma-separated list of positive integers (e.g. 1,8,32)"),
+    Case("bench-unknown-head", ["bench", "--run", "{run}", "--task", "rte", "--head", "score"],
+         "unknown head 'score': use classify or generate"),
+    Case("bench-seq-too-short", ["bench", "--run", "{run}", "--task", "rte", "--seq", "1"],
+         "--seq must be at least 2 and --rounds at least 1"),
+    Case("bench-unknown-backbone", ["bench", "--task", "rte", "--backbone", "t5-huge"],
+         "unknown backbone 't5-huge': use one of t5-base, t5-demo, t5-large, t5-small, t5-test"),
+    Case("no-latest-bench", ["bench", "--task", "rte"], "no run at runs/latest: run `hyperexport train` first"),
+    Case("bench-task-not-in-run", ["bench", "--run", "{run}", "--task", "cola"],
+         "task 'cola' is not in the run tiny: its tasks are rte, sst2, mrpc"),
+    Case("bench-tensorrt-not-engines", ["bench", "--run", "{run}", "--task", "rte", "--tensorrt", "{export}"],
+         "{export} is a onnx export, not TensorRT engines: run `hyperexport export --task <task> --format tensorrt`"),
+    # adapt (bad data files and requests: tests/test_adapt.py)
+    Case("adapt-no-data", ["adapt", "{run}", "--task", "scitail"],
+         "name the new task with --task and its labelled examples with --data FILE"),
+    Case("no-latest-adapt", ["adapt", "--task", "scitail", "--data", "rows.jsonl"],
+         "no run at runs/latest: run `hyperexport train` first", scitail_rows(8)),
+    Case("adapt-tune-in-place", ["adapt", "{run}", "--task", "scitail", "--data", "rows.jsonl", "--tune", "hypernet"],
+         "--tune hypernet changes every task of the run: write the result to a new run with --output DIR",
+         scitail_rows(8)),
+    Case("output-exists-adapt", ["adapt", "{run}", "--task", "scitail", "--data", "rows.jsonl", "--output", "out"],
+         "{tmp}/out already exists: pass --overwrite to replace it, or choose another --output",
+         lambda world, tmp: (scitail_rows(8)(world, tmp), existing("out")(world, tmp))),
+    Case("adapt-nothing-to-measure", ["adapt", "{run}", "--task", "scitail", "--data", "rows.jsonl", "--shots", "2"],
+         "adapt needs at least 2 labelled examples to measure the task on: pass --eval-data FILE, or give --data "
+         "more rows than --shots", scitail_rows(2)),
+    Case("adapt-run-without-tokenizer", ["adapt", "imported", "--task", "scitail", "--data", "rows.jsonl"],
+         "run imported has no tokenizer (it was imported without one), which adapt needs for the examples' text: "
+         "import the checkpoint again with --tokenizer",
+         lambda world, tmp: (scitail_rows(8)(world, tmp), import_hyperformer(CHECKPOINT, tmp / "imported"))),
+    # import-hyperformer (unknown and missing keys: tests/test_import_hyperformer.py)
+    Case("import-no-checkpoint", ["import-hyperformer", "no/such"],
+         "no checkpoint folder at no/such: pass the original's output_dir"),
+    Case("output-exists-import", ["import-hyperformer", "{checkpoint}", "--output", "runs/imported"],
+         "runs/imported already exists: pass --overwrite to replace it, or choose another --output",
+         existing("runs/imported")),
+    Case("import-no-weights", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "checkpoint holds neither model.safetensors nor pytorch_model.bin: pass the original's output_dir",
+         copy_checkpoint(lambda folder: (folder / "pytorch_model.bin").unlink())),
+    Case("import-weights-truncated", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "cannot read checkpoint/pytorch_model.bin: PytorchStreamReader failed reading zip archive: "
+         "failed finding central directory: the file is damaged or not a checkpoint; copy the original's weights again",
+         copy_checkpoint(lambda folder: (folder / "pytorch_model.bin").write_bytes(
+             (folder / "pytorch_model.bin").read_bytes()[:1000]))),
+    Case("import-pickled-payload", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "cannot read checkpoint/pytorch_model.bin: it holds objects other than tensors, which are refused without "
+         "being run (Weights only load failed): pass a checkpoint of plain tensors",
+         copy_checkpoint(lambda folder: torch.save({"shared.weight": torch.zeros(1), "payload": Payload()},
+                                                   folder / "pytorch_model.bin"))),
+    Case("import-no-training-args", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "checkpoint needs one training-arguments JSON (the configs/*.json the original ran with; found none): "
+         "copy it there or pass --training-args", copy_checkpoint(lambda folder: (folder / "args.json").unlink())),
+    Case("import-training-args-not-an-object", ["import-hyperformer", "{checkpoint}", "--training-args", "list.json",
+                                                "--output", "runs/imported"],
+         "list.json is a list, not a JSON object of training arguments: pass the configs/*.json the original ran with",
+         write_file("list.json", "[1, 2]")),
+    Case("import-training-args-mistyped", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "checkpoint/args.json: reduction_factor must be a positive whole number, got 'four'",
+         copy_checkpoint(edit_json("args.json", lambda args: {**args, "reduction_factor": "four"}))),
+    Case("import-config-not-json", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "cannot read the original's config.json at checkpoint/config.json: Expecting value: line 1 column 1 (char 0)",
+         copy_checkpoint(lambda folder: (folder / "config.json").write_text("not json"))),
+    Case("import-config-not-an-object", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "checkpoint/config.json is a list, not a JSON object: copy the original's config.json there",
+         copy_checkpoint(lambda folder: (folder / "config.json").write_text("[]"))),
+    Case("import-config-mistyped", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "checkpoint/config.json does not describe a T5 that can be built (KeyError: 'swishy'): copy the original's "
+         "config.json there",
+         copy_checkpoint(edit_json("config.json", lambda config: {**config, "feed_forward_proj": "swishy"}))),
+    Case("import-config-zero-heads", ["import-hyperformer", "checkpoint", "--output", "runs/imported"],
+         "checkpoint/config.json does not describe a T5 that can be built (ZeroDivisionError: 0.0 cannot be raised to "
+         "a negative power): copy the original's config.json there",
+         copy_checkpoint(edit_json("config.json", lambda config: {**config, "num_heads": 0}))),
 ]
 
 
@@ -203,8 +365,8 @@ def fill(text: str, names: dict) -> str:
     return text
 
 
-def names_of(world) -> dict:
-    return {**world, "tiny": TINY_RECIPE}
+def names_of(world, tmp: Path | None = None) -> dict:
+    return {**world, "tiny": TINY_RECIPE, "checkpoint": CHECKPOINT, **({"tmp": tmp} if tmp else {})}
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -218,11 +380,12 @@ def test_bad_input_is_refused(world, tmp_path, monkeypatch, case):
     if case.setup:
         case.setup(world, tmp_path)
     before, world_before = snapshot(tmp_path), {k: snapshot(v) for k, v in world.items()}
-    result = runner.invoke(app, [fill(arg, names_of(world)) for arg in case.args])
+    names = names_of(world, tmp_path)
+    result = runner.invoke(app, [fill(arg, names) for arg in case.args])
     assert result.exit_code == 2, (result.output, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert fill(case.message, names_of(world)) in lines[0]
+    assert fill(case.message, names) in lines[0]
     assert "Traceback" not in result.output and result.stdout == ""
     assert snapshot(tmp_path) == before  # nothing written, not even a temporary
     assert {k: snapshot(v) for k, v in world.items()} == world_before
@@ -355,5 +518,6 @@ def test_the_doc_table_matches_the_tests():
         function = name.split("[")[0]
         assert f"def {function}(" in (ROOT / path).read_text(), row["test"]
         literals = string_constants(ROOT / path)
-        for fragment in row["message"].split(" … "):  # " … " stands for text the test does not pin
+        # "…" stands for text the test does not pin (a path, another library's wording), also at either end
+        for fragment in filter(None, (part.strip() for part in row["message"].split("…"))):
             assert any(fragment in literal for literal in literals), f"{row['test']} does not assert {fragment!r}"

@@ -35,7 +35,8 @@ def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_n
     result = CliRunner().invoke(app, ["export", "--task", "rte", "--format", "tensorrt", "--precision", "bf16"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: TensorRT engines need ") and len(result.stderr.strip().splitlines()) == 1
-    assert "pip install -e '.[gpu]'" in result.stderr
+    assert result.stderr.strip().endswith(
+        ": pip install -e '.[gpu]' (tensorrt, onnxruntime-gpu, polygraphy) on a machine with an NVIDIA GPU")
     assert ("the tensorrt package" in result.stderr) == (MISSING == "the tensorrt package is not installed")
     assert list(tmp_path.iterdir()) == []
 
@@ -183,6 +184,40 @@ def test_predict_names_the_missing_plans(engine_folder_without_plans):
 
     with pytest.raises(UserError, match="has neither classify_model.plan nor encoder_model.plan"):
         predict(engine_folder_without_plans, [{"sentence1": "a", "sentence2": "b"}])
+
+
+FOREIGN_PLAN = ("{tmp}/foreign holds plans built with TensorRT 10.15.1.29 on NVIDIA H100 80GB HBM3 (sm 9.0), but this "
+                "machine has TensorRT 11.4.0.106 on NVIDIA H200 (sm 9.0): rebuild them here with "
+                "`hyperexport export --task rte --format tensorrt --overwrite`")
+
+
+def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_folder_without_plans, tmp_path,
+                                                                        monkeypatch):
+    """Any machine: a machine with another TensorRT and GPU is simulated (tensorrt present, its facts
+    differ from the manifest's); the plans are refused before anything is deserialized or run."""
+    import shutil
+
+    from conftest import reseal
+
+    from hyperexport.tensorrt_build import plan_name
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(engine_folder_without_plans, foreign)
+    manifest = json.loads((foreign / "manifest.json").read_text())
+    for graph in manifest["profiles"]:
+        (foreign / plan_name(graph)).write_bytes(b"a plan of the build machine")
+    reseal(foreign)
+    monkeypatch.setattr("hyperexport.tensorrt_runner.require_tensorrt", lambda: object())
+    monkeypatch.setattr("hyperexport.tensorrt_build.device_facts", lambda trt: {
+        "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
+    before = sorted(p.name for p in foreign.iterdir())
+    for args in (["predict", str(foreign), '{"sentence1": "a", "sentence2": "b"}'], ["verify", str(foreign)],
+                 ["bench", "--run", manifest["source_run"], "--task", "rte", "--tensorrt", str(foreign)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert result.stderr.strip() == "error: " + FOREIGN_PLAN.replace("{tmp}", str(tmp_path)), args
+        assert result.stdout == ""
+    assert sorted(p.name for p in foreign.iterdir()) == before  # verify wrote no report
 
 
 # ---- on an NVIDIA GPU with tensorrt ----------------------------------------------------------------
