@@ -70,8 +70,7 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
     unknown = [h for h in heads if h not in HEADS]
     if unknown:
         raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
-    if seq < 2 or rounds < 1:
-        raise UserError("--seq must be at least 2 and --rounds at least 1")
+    _check_settings(seq, rounds)
     engines = None
     if tensorrt is not None:  # before the slow part: no GPU or no tensorrt is a one-line error here
         from hyperexport.tensorrt_runner import TensorRTEngines
@@ -90,6 +89,11 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
             "adapter_bottleneck": _bottleneck(subject), "seq": seq, "batches": list(batches), "rounds": rounds,
             "new_tokens": subject.new_tokens, "results": rows, "sizes_mb": sizes,
             "hypernet_ms": hypernet_ms, "peak_rss_mb": _peak_rss_mb(), "ratios": ratios(rows)}
+
+
+def _check_settings(seq: int, rounds: int) -> None:
+    if seq < 2 or rounds < 1:
+        raise UserError("--seq must be at least 2 and --rounds at least 1")
 
 
 @contextlib.contextmanager
@@ -318,6 +322,7 @@ def bench_training(run: str | Path | None = None, task: str = "", backbone: str 
                    seq: int = 128, rounds: int = 10, threads: int | None = None, progress_bar: bool = True) -> dict:
     """Training steps/s of HyperFormer++ and of plain per-task adapters (Adapter†): same backbone shape,
     same batches (one task per batch, cycling over the recipe's tasks), same optimizer, alternated."""
+    _check_settings(seq, rounds)
     subject = _subject(run, task, backbone, recipe)
     with _torch_threads(threads) as threads:
         seconds = _time_training_steps(subject, batch, seq, rounds, progress_bar)

@@ -43,14 +43,40 @@ class LabelScorer(nn.Module):
         batch, num_labels = input_ids.shape[0], self.label_ids.shape[0]
         encoded = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                      use_cache=False).last_hidden_state  # [B, S, d]
-        hidden = encoded.repeat_interleave(num_labels, dim=0)  # [B*K, S, d]
         mask = attention_mask.repeat_interleave(num_labels, dim=0)  # [B*K, S]
         decoder_ids = self.decoder_input_ids.repeat(batch, 1)  # [B*K, T]
-        logits = self.model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=decoder_ids,
-                            use_cache=False).logits  # [B*K, T, V]
+        with _cross_attention_once_per_example(self.model, num_labels):  # encoded stays [B, S, d]
+            logits = self.model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=decoder_ids,
+                                use_cache=False).logits  # [B*K, T, V]
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         token_scores = log_probs.gather(-1, self.label_ids.repeat(batch, 1).unsqueeze(-1)).squeeze(-1)  # [B*K, T]
         return (token_scores * self.label_mask.repeat(batch, 1)).sum(-1).view(batch, num_labels)
+
+
+class _RepeatedProjection(nn.Module):
+    """A cross-attention key or value projection of each example's encoder states, repeated for the
+    example's K label rows: [B, S, d] -> [B*K, S, inner] (not K projections of repeated states)."""
+
+    def __init__(self, projection: nn.Module, repeats: int):
+        super().__init__()
+        self.projection, self.repeats = projection, repeats
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.projection(states).repeat_interleave(self.repeats, dim=0)
+
+
+@contextlib.contextmanager
+def _cross_attention_once_per_example(model: nn.Module, repeats: int):
+    """Every decoder layer's cross-attention `k`/`v` as `_RepeatedProjection`s while the block runs."""
+    attentions = [block.layer[1].EncDecAttention for block in model.decoder.block]
+    originals = [(attention.k, attention.v) for attention in attentions]
+    for attention, (k, v) in zip(attentions, originals):
+        attention.k, attention.v = _RepeatedProjection(k, repeats), _RepeatedProjection(v, repeats)
+    try:
+        yield
+    finally:
+        for attention, (k, v) in zip(attentions, originals):
+            attention.k, attention.v = k, v
 
 
 def label_token_ids(tokenizer, labels: list[str]) -> torch.Tensor:

@@ -72,6 +72,7 @@ def test_bench_cli_json_with_a_random_backbone_shape(tmp_path):
     (["--backbone", "t5-huge"], "unknown backbone 't5-huge': use one of"),
     (["--head", "score"], "unknown head 'score': use classify or generate"),
     (["--task", "qqp", "--backbone", "t5-test"], "task 'qqp' is not in the recipe"),
+    (["--train", "--rounds", "0", "--backbone", "t5-test"], "--seq must be at least 2 and --rounds at least 1"),
 ])
 def test_bench_bad_input_is_one_line_and_exit_2(args, message):
     base = ["bench", "--recipe", str(TINY_RECIPE)]
