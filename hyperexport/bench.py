@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hyperexport import artifacts
 from hyperexport.errors import UserError
 
 VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
@@ -116,8 +117,6 @@ def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | Non
     from hyperexport.recipe import DEFAULT_RECIPE, load_recipe
     from hyperexport.tasks.registry import max_target_tokens
     from hyperexport.training.task_data import task_spec
-
-    from hyperexport import artifacts
 
     if backbone is None:
         from hyperexport.run import load_run
