@@ -162,33 +162,33 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
     from hyperexport.model.build import load_backbone
     from hyperexport.onnx_export import CLASSIFY_FILE, export_classify_graph, export_generate_graphs, quantize_folder
 
-    recipe = subject.recipe
-    fresh = lambda: load_backbone(recipe.backbone, recipe.train.seed, subject.backbone_dir).eval()  # noqa: E731 (the model's weights)
-    folded = fold_task(fresh(), task_tensors(subject.model, subject.task), recipe.model.activation)
-    plain = fresh()
-    steps = [(head, name, module) for head in heads for name, module in (("fp32", folded), ("plain", plain))]
-    graphs: dict[tuple[str, str], Path] = {}
-    for head, name, module in tqdm(steps, desc="export", disable=not progress_bar):
-        target = folder / f"{head}-{name}"
+    def fresh():  # the model's backbone weights, without its hooks
+        return load_backbone(subject.recipe.backbone, subject.recipe.train.seed, subject.backbone_dir).eval()
+
+    folded = fold_task(fresh(), task_tensors(subject.model, subject.task), subject.recipe.model.activation)
+    sources = {"ort_fp32": folded, "ort_plain_backbone": fresh()}
+    steps = [(head, variant, module) for head in heads for variant, module in sources.items()]
+    graphs: dict[tuple[str, str], Path] = {}  # (head, variant) -> its graph folder
+    for head, variant, module in tqdm(steps, desc="export", disable=not progress_bar):
+        target = folder / f"{head}-{variant}"
         target.mkdir()
         if head == "classify":
             export_classify_graph(module, subject.label_ids, target / CLASSIFY_FILE)
         else:  # optimum's export leaves the model it traced changed (its encoder set up as a decoder)
             export_generate_graphs(copy.deepcopy(module), target)
-        graphs[(head, name)] = target
-        if name == "fp32":
-            int8 = folder / f"{head}-int8"
+        graphs[(head, variant)] = target
+        if variant == "ort_fp32":
+            int8 = folder / f"{head}-ort_int8"
             shutil.copytree(target, int8)
             quantize_folder(int8)
-            graphs[(head, "int8")] = int8
+            graphs[(head, "ort_int8")] = int8
+    onnx_variants = ("ort_fp32", "ort_int8", "ort_plain_backbone")
     variants = {head: {"torch_hypernet": _torch_fn(subject, head, hypernet=True),
                        "torch_folded": _torch_fn(subject, head, model=folded),
-                       **{f"ort_{name}" if name != "plain" else "ort_plain_backbone":
-                          _onnxruntime_fn(graphs[(head, name)], head, subject.new_tokens, threads)
-                          for name in ("fp32", "int8", "plain")}} for head in heads}
+                       **{v: _onnxruntime_fn(graphs[(head, v)], head, subject.new_tokens, threads) for v in onnx_variants}}
+                for head in heads}
     sizes = {"torch_hypernet": _parameter_mb(subject.model), "torch_folded": _parameter_mb(folded),
-             **{f"ort_{name}" if name != "plain" else "ort_plain_backbone":
-                {head: _folder_mb(graphs[(head, name)]) for head in heads} for name in ("fp32", "int8", "plain")}}
+             **{v: {head: _folder_mb(graphs[(head, v)]) for head in heads} for v in onnx_variants}}
     return variants, sizes
 
 

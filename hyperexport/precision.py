@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # what a graph's floats are (TensorRT's choices too)
+HALF_PRECISIONS = ("fp16", "bf16")
+PRECISIONS = (*FLOAT_PRECISIONS, "int8")
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
 CPU_RUNNABLE = ("fp32", "fp16", "int8")  # ONNX Runtime's CPU provider lacks bf16 kernels (e.g. Sub)
 
@@ -33,14 +35,3 @@ def cast_to_precision(model: nn.Module, precision: str) -> nn.Module:
                 module.wo.float()
     return model
 
-
-@torch.no_grad()
-def precision_drift(reference: nn.Module, cast: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    decoder_input_ids: torch.Tensor) -> dict:
-    """Teacher-forced logits of `cast` against the fp32 `reference` on the same inputs (PyTorch, CPU)."""
-    expected = reference(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
-    actual = cast(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
-    delta = (actual.float() - expected).abs()
-    return {"max_abs_diff_logits": float(delta.max()), "mean_abs_diff_logits": float(delta.mean()),
-            "max_abs_logit": float(expected.abs().max()), "finite": bool(torch.isfinite(actual).all()),
-            "argmax_agreement": float((actual.argmax(-1) == expected.argmax(-1)).float().mean())}

@@ -26,9 +26,10 @@ from pathlib import Path
 from hyperexport import artifacts
 from hyperexport.errors import UserError
 from hyperexport.onnx_export import DEFAULT_OPSET, HEADS, IO_SPEC_FILE
+from hyperexport.precision import FLOAT_PRECISIONS
 from hyperexport.trt_profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, check_task_fits, graph_profiles
 
-PRECISIONS = ("fp32", "fp16", "bf16")  # int8 is a CPU artifact of ONNX Runtime, not an engine precision
+PRECISIONS = FLOAT_PRECISIONS  # int8 is a CPU artifact of ONNX Runtime, not an engine precision
 SOURCE_DIR = "onnx"  # the ONNX export the plans were built from, inside the engine folder
 PLAN_SUFFIX = ".plan"
 WORKSPACE_BYTES = 4 << 30

@@ -9,6 +9,7 @@ anywhere fails. The report goes to `<export>/parity_report.json`.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -92,15 +93,12 @@ def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
     """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
     what that precision costs), and ONNX Runtime where a provider here runs the export's graphs, or the
     TensorRT runner for an engine folder (which needs a GPU: a UserError here)."""
-    from hyperexport.fold import load_folded_task
-    from hyperexport.materialize import TASKS_DIR
     from hyperexport.onnx_export import CLASSIFY_FILE
-    from hyperexport.precision import cast_to_precision
+    from hyperexport.precision import HALF_PRECISIONS, cast_to_precision
 
     runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
-    if precision in ("fp16", "bf16"):
-        cast = cast_to_precision(load_folded_task(loaded.path / TASKS_DIR / task)[0], precision)
-        runners.append(TorchRunner(f"{FOLDED}_{precision}", cast))
+    if precision in HALF_PRECISIONS:
+        runners.append(TorchRunner(f"{FOLDED}_{precision}", cast_to_precision(copy.deepcopy(folded), precision)))
     if tensorrt:
         return runners + [TensorRTRunner(export_dir, CLASSIFY_FILE)], []
     provider = onnxruntime_provider(precision)

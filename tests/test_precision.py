@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from hyperexport.fold import AdaptedFeedForward, load_folded_task
 from hyperexport.onnx_export import ENCODER_FILE, IO_SPEC_FILE, export_onnx
-from hyperexport.precision import cast_to_precision, precision_drift
+from hyperexport.precision import cast_to_precision
 from hyperexport.verify import TOLERANCES, verify
 from hyperexport_cli.main import app
 
@@ -22,6 +22,18 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     return tiny_rte_export(tmp_path_factory.mktemp("precision"))
+
+
+@torch.no_grad()
+def precision_drift(reference: torch.nn.Module, cast: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    decoder_input_ids: torch.Tensor) -> dict:
+    """Teacher-forced logits of `cast` against the fp32 `reference` on the same inputs (PyTorch, CPU)."""
+    expected = reference(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    actual = cast(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    delta = (actual.float() - expected).abs()
+    return {"max_abs_diff_logits": float(delta.max()), "mean_abs_diff_logits": float(delta.mean()),
+            "max_abs_logit": float(expected.abs().max()), "finite": bool(torch.isfinite(actual).all()),
+            "argmax_agreement": float((actual.argmax(-1) == expected.argmax(-1)).float().mean())}
 
 
 def _inputs() -> dict:
