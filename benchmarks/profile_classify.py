@@ -29,11 +29,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hyperexport.bench import _inputs, _subject, _torch_fn
+    from hyperexport.bench.inference import _inputs, _subject, _torch_fn
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
     from hyperexport.model.build import load_backbone
-    from hyperexport.onnx_export import CLASSIFY_FILE, export_classify_graph
+    from hyperexport.export.onnx import CLASSIFY_FILE, export_classify_graph
 
     subject = _subject(None, args.task, args.backbone, args.recipe)
     recipe = subject.recipe
@@ -82,7 +82,7 @@ def torch_op_shares(fn, input_ids, attention_mask, calls: int) -> dict:
 
 @torch.no_grad()
 def encoder_time_share(folded, subject, input_ids, attention_mask, calls: int) -> float:
-    from hyperexport.onnx_export import LabelScorer
+    from hyperexport.export.onnx import LabelScorer
 
     scorer = LabelScorer(folded, subject.label_ids).eval()
 

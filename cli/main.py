@@ -46,7 +46,7 @@ def train(
     ] = None,
 ) -> None:
     """Multi-task training from a recipe; writes runs/<name>/ and points runs/latest at it."""
-    from hyperexport.recipe import load_recipe
+    from hyperexport.recipe.schema import load_recipe
     from hyperexport.training.loop import train as train_recipe
 
     run_dir = train_recipe(load_recipe(recipe), output=output, max_steps=max_steps, device=device,
@@ -64,7 +64,7 @@ def evaluate(
     json_output: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run on its tasks (generation, the paper's metrics, majority baseline)."""
-    from hyperexport.run import evaluate_run
+    from hyperexport.model.trained import evaluate_run
 
     if split not in ("validation", "test"):
         raise UserError(f"unknown split '{split}': use validation or test")
@@ -111,12 +111,12 @@ def export(
 ) -> None:
     """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them."""
     if format == "tensorrt":
-        from hyperexport.tensorrt_build import export_tensorrt
+        from hyperexport.export.tensorrt.build import export_tensorrt
 
         folder = export_tensorrt(run, task, head, precision, batch, seq, output, overwrite, opset, timing_cache)
         typer.echo(f"exported: {folder}")
         return
-    from hyperexport.onnx_export import export_onnx
+    from hyperexport.export.onnx import export_onnx
 
     if format != "onnx":
         raise UserError(f"unknown format '{format}': use onnx or tensorrt")
@@ -135,7 +135,7 @@ def verify(
 ) -> None:
     """Compare PyTorch (hypernetwork, folded) and the export (ONNX Runtime or TensorRT) on the same inputs; exit 1
     on any mismatch or when a runner the export needs is missing here (bf16 graphs need a GPU)."""
-    from hyperexport.verify import verify as verify_export
+    from hyperexport.verify.parity import verify as verify_export
 
     report = verify_export(export_dir, run, max_examples, tensorrt_check)
     print_json(report) if json_output else print_parity(report)
@@ -160,7 +160,7 @@ def predict(
     from rich.table import Table
     from rich.text import Text
 
-    from hyperexport.predict import predict as predict_examples
+    from hyperexport.runtime.predict import predict as predict_examples
 
     results = predict_examples(export_dir, text=text, input_file=input_file)
     if json_output:
@@ -187,7 +187,7 @@ def deploy(
     json_output: JsonOpt = False,
 ) -> None:
     """Write a verified export as Triton models (config.pbtxt from the io spec, checked with Triton's protobuf) and a client folder."""
-    from hyperexport.deploy import deploy as deploy_task
+    from hyperexport.serve.deploy import deploy as deploy_task
 
     description = deploy_task(task, format, triton_repo, export_dir, overwrite)
     if json_output:
@@ -203,7 +203,7 @@ def deploy(
 def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
     """Parameter accounting as the paper's Table 1 counts it (offline, no weights needed)."""
     from hyperexport.params import parameter_report
-    from hyperexport.recipe import load_recipe
+    from hyperexport.recipe.schema import load_recipe
 
     report = parameter_report(load_recipe(recipe))
     print_json(report) if json_output else print_parameters(report)
@@ -235,7 +235,7 @@ def bench(
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
     folded model, ONNX Runtime fp32/int8 and the plain backbone, measured side by side."""
-    from hyperexport.bench import bench as run_bench, bench_training, parse_sizes
+    from hyperexport.bench.inference import bench as run_bench, bench_training, parse_sizes
 
     batches = parse_sizes(batch, "batch")
     if train:
@@ -261,7 +261,7 @@ def import_hyperformer(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
 ) -> None:
     """Import a checkpoint of the original HyperFormer code (transformers 3.5.1) as a run folder."""
-    from hyperexport.import_hyperformer import import_hyperformer as import_checkpoint
+    from hyperexport.interop.hyperformer import import_hyperformer as import_checkpoint
 
     typer.echo(f"imported: {import_checkpoint(checkpoint_dir, output, tokenizer, training_args, overwrite)}")
 
@@ -290,7 +290,7 @@ def adapt(
     json_output: JsonOpt = False,
 ) -> None:
     """Add a task to a trained run from a few examples: learn only its task embedding (hypernetworks and backbone frozen)."""
-    from hyperexport.adapt import adapt as adapt_task
+    from hyperexport.training.adapt import adapt as adapt_task
 
     if not task or data is None:
         raise UserError("name the new task with --task and its labelled examples with --data FILE")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers.activations import ACT2FN
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 from hyperexport.materialize import ADAPTER_PREFIX, ADAPTERS_FILE, BACKBONE_PREFIX, TASK_FILE
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
@@ -116,7 +116,7 @@ def _load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> 
 def load_folded_task(task_dir: Path) -> tuple[nn.Module, dict]:
     """The plain backbone the task was materialized from, folded with the task: (model, task facts)."""
     from hyperexport.model.build import load_backbone
-    from hyperexport.recipe import BackboneConfig
+    from hyperexport.recipe.schema import BackboneConfig
 
     tensors, facts, manifest = read_task(task_dir)
     weights_dir = manifest.get("backbone_weights")

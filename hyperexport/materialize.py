@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
 
@@ -31,7 +31,7 @@ BACKBONE_PREFIX = "backbone."
 def materialize(run: str | Path | None = None, tasks: list[str] | None = None, output: Path | None = None,
                 overwrite: bool = False) -> list[Path]:
     """Materialize `tasks` (all of the run's when None) of `run` (default runs/latest)."""
-    from hyperexport.run import load_run
+    from hyperexport.model.trained import load_run
 
     loaded = load_run(run)
     chosen = tasks or list(loaded.model.task_names)

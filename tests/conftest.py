@@ -51,8 +51,8 @@ TINY_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 def tiny_rte_export(root: Path) -> tuple[Path, Path]:
     """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder)."""
     from hyperexport.materialize import materialize
-    from hyperexport.onnx_export import export_onnx
-    from hyperexport.recipe import load_recipe
+    from hyperexport.export.onnx import export_onnx
+    from hyperexport.recipe.schema import load_recipe
     from hyperexport.training.loop import train
 
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
@@ -65,7 +65,7 @@ def reseal(folder: Path) -> None:
     from the one an export came from, not tampering)."""
     import json
 
-    from hyperexport import artifacts
+    from hyperexport.contracts import publish as artifacts
 
     manifest = json.loads((folder / artifacts.MANIFEST_FILE).read_text())
     manifest["files"] = artifacts.sealed_files(folder, manifest["stage"])

@@ -13,11 +13,11 @@ from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from hyperexport import artifacts
-from hyperexport.adapt import EMBEDDING_KEY, adapt, adaptation_model, few_shot_indices, set_trainable, train_steps
+from hyperexport.contracts import publish as artifacts
+from hyperexport.training.adapt import EMBEDDING_KEY, adapt, adaptation_model, few_shot_indices, set_trainable, train_steps
 from hyperexport.data.demo import demo_examples
 from hyperexport.model.build import load_tokenizer
-from hyperexport.recipe import load_recipe
+from hyperexport.recipe.schema import load_recipe
 from hyperexport.tasks.registry import get_task
 from hyperexport_cli.main import app
 
@@ -268,7 +268,7 @@ def test_the_held_out_demo_task_leaves_the_trained_demo_tasks_untouched():
 def test_a_per_task_adapter_is_counted_from_the_backbone_shapes():
     from hyperexport.backbones import backbone_config
     from hyperexport.params import per_task_adapter_parameters
-    from hyperexport.recipe import DEFAULT_RECIPE
+    from hyperexport.recipe.schema import DEFAULT_RECIPE
 
     recipe = load_recipe(DEFAULT_RECIPE)
     config = backbone_config(recipe.backbone.config)
@@ -278,7 +278,7 @@ def test_a_per_task_adapter_is_counted_from_the_backbone_shapes():
 
 
 def test_init_from_auto_scores_each_trained_embedding_on_the_shots(trained):
-    from hyperexport.adapt import nearest_task
+    from hyperexport.training.adapt import nearest_task
     from hyperexport.data.collate import make_examples
 
     run, _, _ = trained

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 
 

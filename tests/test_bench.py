@@ -10,7 +10,7 @@ import torch
 from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
-from hyperexport.bench import HEADS, RATIOS, VARIANTS, bench, bench_training, ratios
+from hyperexport.bench.inference import HEADS, RATIOS, VARIANTS, bench, bench_training, ratios
 from hyperexport_cli.main import app
 
 runner = CliRunner()
@@ -18,7 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from hyperexport.recipe import load_recipe
+    from hyperexport.recipe.schema import load_recipe
     from hyperexport.training.loop import train
 
     return train(load_recipe(TINY_RECIPE), output=tmp_path_factory.mktemp("bench") / "runs" / "tiny", progress_bar=False)

@@ -16,14 +16,14 @@ from conftest import tiny_rte_export
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from hyperexport import artifacts
-from hyperexport.deploy import onnxruntime_model_infer, run_deployed
+from hyperexport.contracts import publish as artifacts
+from hyperexport.serve.deploy import onnxruntime_model_infer, run_deployed
 from hyperexport.errors import UserError
-from hyperexport.generation import greedy_generate, onnxruntime_infer
-from hyperexport.predict import predict
-from hyperexport.run import load_run
-from hyperexport.triton_config import check_model_config, model_config, triton_dims
-from hyperexport.verify import verify
+from hyperexport.runtime.generation import greedy_generate, onnxruntime_infer
+from hyperexport.runtime.predict import predict
+from hyperexport.model.trained import load_run
+from hyperexport.serve.triton_config import check_model_config, model_config, triton_dims
+from hyperexport.verify.parity import verify
 
 TRITON_TYPES = {"float": "TYPE_FP32", "int64": "TYPE_INT64"}
 EXAMPLES = [{"sentence1": "the red fox runs on the hill", "sentence2": "the fox is not red"},

@@ -74,10 +74,10 @@ def test_materialize_cli_then_fold_reproduces_the_run(tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    from hyperexport import artifacts
+    from hyperexport.contracts import publish as artifacts
     from hyperexport.data.collate import collate
     from hyperexport.fold import load_folded_task
-    from hyperexport.run import load_run
+    from hyperexport.model.trained import load_run
     from hyperexport.training.task_data import load_task_data
     from hyperexport_cli.main import app
 

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from hyperexport.import_hyperformer import import_hyperformer
+from hyperexport.interop.hyperformer import import_hyperformer
 from hyperexport.model.adapter import STACKS
-from hyperexport.run import load_run
+from hyperexport.model.trained import load_run
 from hyperexport_cli.main import app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hyperformer"

@@ -13,13 +13,13 @@ import pytest
 import torch
 from conftest import TINY_RECIPE, tiny_rte_export
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.data.collate import collate
 from hyperexport.errors import UserError
 from hyperexport.fold import load_folded_task
-from hyperexport.onnx_export import CLASSIFY_FILE, LabelScorer, export_onnx, label_token_ids
-from hyperexport.recipe import load_recipe
-from hyperexport.run import load_run
+from hyperexport.export.onnx import CLASSIFY_FILE, LabelScorer, export_onnx, label_token_ids
+from hyperexport.recipe.schema import load_recipe
+from hyperexport.model.trained import load_run
 from hyperexport.training.task_data import load_task_data
 
 ATOL_FP32 = 1e-4  # the fp32 bound for logits and scores

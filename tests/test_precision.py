@@ -11,9 +11,9 @@ from conftest import tiny_rte_export, tiny_t5
 from typer.testing import CliRunner
 
 from hyperexport.fold import AdaptedFeedForward, load_folded_task
-from hyperexport.onnx_export import ENCODER_FILE, IO_SPEC_FILE, export_onnx
-from hyperexport.precision import cast_to_precision
-from hyperexport.verify import TOLERANCES, verify
+from hyperexport.export.onnx import ENCODER_FILE, IO_SPEC_FILE, export_onnx
+from hyperexport.export.precision import cast_to_precision
+from hyperexport.verify.parity import TOLERANCES, verify
 from hyperexport_cli.main import app
 
 runner = CliRunner()

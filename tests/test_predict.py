@@ -17,15 +17,15 @@ from safetensors.torch import load_file, save_file
 from conftest import reseal
 from typer.testing import CliRunner
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.data.collate import collate
 from hyperexport.data.splits import task_split
 from hyperexport.errors import UserError
 from hyperexport.materialize import materialize
-from hyperexport.onnx_export import CLASSIFY_FILE, export_onnx, label_token_ids
-from hyperexport.predict import label_results, predict, read_examples
-from hyperexport.recipe import load_recipe
-from hyperexport.run import load_run
+from hyperexport.export.onnx import CLASSIFY_FILE, export_onnx, label_token_ids
+from hyperexport.runtime.predict import label_results, predict, read_examples
+from hyperexport.recipe.schema import load_recipe
+from hyperexport.model.trained import load_run
 from hyperexport.tasks.registry import get_task
 from hyperexport.training.loop import train
 from hyperexport.training.task_data import load_task_data

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import hyperexport
 from hyperexport.errors import UserError
-from hyperexport.recipe import (
+from hyperexport.recipe.schema import (
     DEFAULT_RECIPE,
     BackboneConfig,
     DataConfig,

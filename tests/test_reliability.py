@@ -22,11 +22,11 @@ from conftest import TINY_RECIPE, reseal
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from hyperexport import artifacts
-from hyperexport.import_hyperformer import import_hyperformer
+from hyperexport.contracts import publish as artifacts
+from hyperexport.interop.hyperformer import import_hyperformer
 from hyperexport.materialize import materialize
-from hyperexport.onnx_export import export_onnx
-from hyperexport.recipe import load_recipe
+from hyperexport.export.onnx import export_onnx
+from hyperexport.recipe.schema import load_recipe
 from hyperexport.training.loop import train
 from hyperexport_cli.main import app
 

@@ -12,7 +12,7 @@ from conftest import tiny_rte_export
 from typer.testing import CliRunner
 
 from hyperexport.errors import UserError
-from hyperexport.tensorrt_runner import check_in_profile, check_plan_compatible
+from hyperexport.runtime.tensorrt import check_in_profile, check_plan_compatible
 from hyperexport_cli.main import app
 
 
@@ -42,7 +42,7 @@ def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_n
 
 
 def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
-    from hyperexport.tensorrt_build import export_tensorrt
+    from hyperexport.export.tensorrt.build import export_tensorrt
 
     with pytest.raises(UserError, match="--seq '64:8:128': need min <= opt <= max"):
         export_tensorrt(task="rte", seq="64:8:128", output=tmp_path / "out")
@@ -68,9 +68,9 @@ def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
 
 def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_without_plans):
     """The runner splits batches larger than the profile; checked with ONNX Runtime on the source graphs."""
-    from hyperexport.onnx_export import CLASSIFY_FILE
-    from hyperexport.runners import OnnxRuntimeRunner, ParityInputs
-    from hyperexport.tensorrt_runner import infer_in_chunks
+    from hyperexport.export.onnx import CLASSIFY_FILE
+    from hyperexport.verify.runners import OnnxRuntimeRunner, ParityInputs
+    from hyperexport.runtime.tensorrt import infer_in_chunks
 
     generator = torch.Generator().manual_seed(5)
     input_ids = torch.randint(3, 300, (7, 9), generator=generator)
@@ -87,8 +87,8 @@ def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_witho
 
 
 def test_chunks_that_stop_early_are_padded_like_generate():
-    from hyperexport.runners import ParityInputs
-    from hyperexport.tensorrt_runner import infer_in_chunks
+    from hyperexport.verify.runners import ParityInputs
+    from hyperexport.runtime.tensorrt import infer_in_chunks
 
     def stops_after_its_rows(inputs):  # chunk of n rows generates n tokens after the start token
         rows = inputs.input_ids.shape[0]
@@ -113,8 +113,8 @@ def engine_folder_without_plans(tmp_path_factory):
     the source ONNX export under onnx/, the task files, and a manifest written by hand."""
     import shutil
 
-    from hyperexport import artifacts
-    from hyperexport.trt_profiles import ShapeRanges, graph_profiles
+    from hyperexport.contracts import publish as artifacts
+    from hyperexport.export.tensorrt.profiles import ShapeRanges, graph_profiles
 
     root = tmp_path_factory.mktemp("engine-folder")
     run, onnx_folder = tiny_rte_export(root)
@@ -140,7 +140,7 @@ def test_verify_of_an_engine_folder_without_gpu_is_one_line_exit_2_and_writes_no
 
 
 def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(engine_folder_without_plans):
-    from hyperexport.trt_compat import export_compatibility
+    from hyperexport.export.tensorrt.compat import export_compatibility
 
     manifest = json.loads((engine_folder_without_plans / "manifest.json").read_text())
     report = export_compatibility(engine_folder_without_plans, manifest)
@@ -149,7 +149,7 @@ def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tenso
 
 
 def test_deploy_names_the_missing_plans(engine_folder_without_plans, tmp_path):
-    from hyperexport.deploy import deploy
+    from hyperexport.serve.deploy import deploy
 
     report = engine_folder_without_plans / "parity_report.json"
     report.write_text(json.dumps({"passed": True, "precision": "fp32"}))  # as if verify had passed on a GPU
@@ -168,7 +168,7 @@ def test_bench_with_engines_but_no_gpu_fails_first_in_one_line(engine_folder_wit
 
 
 def test_bench_reports_engines_against_onnx_runtime_when_they_ran():
-    from hyperexport.bench import RATIOS, ratios
+    from hyperexport.bench.inference import RATIOS, ratios
 
     rows = [{"head": "classify", "batch": 1, "variant": v, "p50_ms": ms} for v, ms in
             (("torch_hypernet", 8.0), ("torch_folded", 6.0), ("ort_fp32", 4.0), ("ort_int8", 2.0),
@@ -180,7 +180,7 @@ def test_bench_reports_engines_against_onnx_runtime_when_they_ran():
 
 
 def test_predict_names_the_missing_plans(engine_folder_without_plans):
-    from hyperexport.predict import predict
+    from hyperexport.runtime.predict import predict
 
     with pytest.raises(UserError, match="has neither classify_model.plan nor encoder_model.plan"):
         predict(engine_folder_without_plans, [{"sentence1": "a", "sentence2": "b"}])
@@ -199,7 +199,7 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
 
     from conftest import reseal
 
-    from hyperexport.tensorrt_build import plan_name
+    from hyperexport.export.tensorrt.build import plan_name
 
     foreign = tmp_path / "foreign"
     shutil.copytree(engine_folder_without_plans, foreign)
@@ -207,8 +207,8 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
     for graph in manifest["profiles"]:
         (foreign / plan_name(graph)).write_bytes(b"a plan of the build machine")
     reseal(foreign)
-    monkeypatch.setattr("hyperexport.tensorrt_runner.require_tensorrt", lambda: object())
-    monkeypatch.setattr("hyperexport.tensorrt_build.device_facts", lambda trt: {
+    monkeypatch.setattr("hyperexport.runtime.tensorrt.require_tensorrt", lambda: object())
+    monkeypatch.setattr("hyperexport.export.tensorrt.build.device_facts", lambda trt: {
         "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
     before = sorted(p.name for p in foreign.iterdir())
     for args in (["predict", str(foreign), '{"sentence1": "a", "sentence2": "b"}'], ["verify", str(foreign)],
@@ -223,7 +223,7 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
 # ---- on an NVIDIA GPU with tensorrt ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    from hyperexport.tensorrt_build import export_tensorrt
+    from hyperexport.export.tensorrt.build import export_tensorrt
 
     root = tmp_path_factory.mktemp("engines")
     run, onnx_folder = tiny_rte_export(root)
@@ -256,7 +256,7 @@ def test_engine_folder_holds_plans_and_a_manifest_of_the_build(engines, precisio
 @pytest.mark.skipif(MISSING is not None, reason=f"needs an NVIDIA GPU and tensorrt: {MISSING}")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_engines_pass_verify_against_the_hypernetwork_model(engines, precision):
-    from hyperexport.verify import TENSORRT_TOLERANCES, verify
+    from hyperexport.verify.parity import TENSORRT_TOLERANCES, verify
 
     report = verify(engines[2][precision], max_examples=16)
     rows = [row for row in report["comparisons"] if row["runner"] == "tensorrt"]
@@ -270,7 +270,7 @@ def test_engines_pass_verify_against_the_hypernetwork_model(engines, precision):
 def test_engine_predictions_equal_onnx_runtimes_and_a_foreign_plan_is_refused(engines, tmp_path):
     import shutil
 
-    from hyperexport.predict import predict
+    from hyperexport.runtime.predict import predict
 
     _, onnx_folder, built = engines
     examples = [{"sentence1": "a cat sings", "sentence2": "a cat"}, {"sentence1": "x y", "sentence2": "z"}]

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from hyperexport.errors import UserError
-from hyperexport.trt_compat import check_export, check_graph, operator_lists, require_compatible, target_version
-from hyperexport.trt_profiles import Range, ShapeRanges, check_task_fits, graph_profiles, parse_range
+from hyperexport.export.tensorrt.compat import check_export, check_graph, operator_lists, require_compatible, target_version
+from hyperexport.export.tensorrt.profiles import Range, ShapeRanges, check_task_fits, graph_profiles, parse_range
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,8 @@ def test_exported_graphs_pass_for_both_shipped_versions(exported):
 
 
 def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(run_and_export, tmp_path):
-    from hyperexport.onnx_export import export_onnx
-    from hyperexport.triton_config import check_model_config, model_config
+    from hyperexport.export.onnx import export_onnx
+    from hyperexport.serve.triton_config import check_model_config, model_config
 
     folder = export_onnx(run_and_export[0], "rte", head="both", output=tmp_path / "bf16", precision="bf16")
     assert check_export(folder, ShapeRanges.from_flags())["passed"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import TINY_RECIPE, reseal
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.recipe import load_recipe
+from hyperexport.recipe.schema import load_recipe
 from hyperexport.training.loop import train
 
 ROOT = Path(__file__).parents[1]

@@ -10,9 +10,9 @@ from safetensors.torch import load_file, save_file
 from conftest import reseal, tiny_rte_export
 from typer.testing import CliRunner
 
-from hyperexport import artifacts
-from hyperexport.onnx_export import export_onnx
-from hyperexport.verify import verify
+from hyperexport.contracts import publish as artifacts
+from hyperexport.export.onnx import export_onnx
+from hyperexport.verify.parity import verify
 from hyperexport_cli.main import app
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_verify_refuses_a_tampered_or_missing_export(exported, tmp_path):
 
 
 def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
-    from hyperexport.verify import TOLERANCES
+    from hyperexport.verify.parity import TOLERANCES
 
     run, _ = exported
     folder = export_onnx(run, "rte", head="both", output=tmp_path / "int8", precision="int8")

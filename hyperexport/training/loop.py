@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.data.collate import collate
 from hyperexport.data.sampler import MultiTaskBatchSampler
 from hyperexport.errors import UserError
@@ -70,7 +70,7 @@ def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overw
 def _check_same_recipe(recipe, partial: Path) -> None:
     """--resume continues the run it was started as: refuse a recipe that differs (another backbone,
     model or schedule would silently mix two trainings), naming the first differing field."""
-    from hyperexport.recipe import recipe_to_dict
+    from hyperexport.recipe.schema import recipe_to_dict
 
     try:
         started = yaml.safe_load((partial / artifacts.RECIPE_FILE).read_text(encoding="utf-8"))
@@ -255,7 +255,7 @@ def _summary(step: int, result: dict) -> str:
 
 
 def _recipe_yaml(recipe) -> str:
-    from hyperexport.recipe import recipe_to_dict
+    from hyperexport.recipe.schema import recipe_to_dict
 
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.recipe import load_recipe
+from hyperexport.recipe.schema import load_recipe
 from hyperexport.training.loop import train
 
 TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"

@@ -26,7 +26,7 @@ import yaml
 
 from hyperexport.errors import UserError
 
-DEFAULT_RECIPE: Path = Path(__file__).parent / "recipes" / "demo.yaml"
+DEFAULT_RECIPE: Path = Path(__file__).parent / "demo.yaml"
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ import json
 import shutil
 from pathlib import Path
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.onnx_export import DEFAULT_OPSET, HEADS, IO_SPEC_FILE
-from hyperexport.precision import FLOAT_PRECISIONS
-from hyperexport.trt_profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, check_task_fits, graph_profiles
+from hyperexport.export.onnx import DEFAULT_OPSET, HEADS, IO_SPEC_FILE
+from hyperexport.export.precision import FLOAT_PRECISIONS
+from hyperexport.export.tensorrt.profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, check_task_fits, graph_profiles
 
 PRECISIONS = FLOAT_PRECISIONS  # int8 is a CPU artifact of ONNX Runtime, not an engine precision
 SOURCE_DIR = "onnx"  # the ONNX export the plans were built from, inside the engine folder
@@ -74,8 +74,8 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
                     progress: bool = True) -> Path:
     """Build the engines of `task` into `exports/<task>/tensorrt/` (`tensorrt-bf16/`, `tensorrt-fp16/`; or
     `output`); returns the folder."""
-    from hyperexport.onnx_export import export_onnx
-    from hyperexport.trt_compat import require_compatible
+    from hyperexport.export.onnx import export_onnx
+    from hyperexport.export.tensorrt.compat import require_compatible
 
     if head not in HEADS:
         raise UserError(f"unknown head '{head}': use generate, classify or both")

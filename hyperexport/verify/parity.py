@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
-from hyperexport.tensorrt_runner import TensorRTRunner
-from hyperexport.trt_compat import export_compatibility
+from hyperexport.verify.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
+from hyperexport.runtime.tensorrt import TensorRTRunner
+from hyperexport.export.tensorrt.compat import export_compatibility
 
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
 # metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
@@ -45,8 +45,8 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     engine folders (and ONNX exports with `tensorrt_check`) also get the CPU TensorRT-compatibility check."""
     from hyperexport.fold import load_folded_task
     from hyperexport.materialize import TASKS_DIR
-    from hyperexport.onnx_export import label_token_ids
-    from hyperexport.run import load_run
+    from hyperexport.export.onnx import label_token_ids
+    from hyperexport.model.trained import load_run
 
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
@@ -93,8 +93,8 @@ def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
     """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
     what that precision costs), and ONNX Runtime where a provider here runs the export's graphs, or the
     TensorRT runner for an engine folder (which needs a GPU: a UserError here)."""
-    from hyperexport.onnx_export import CLASSIFY_FILE
-    from hyperexport.precision import HALF_PRECISIONS, cast_to_precision
+    from hyperexport.export.onnx import CLASSIFY_FILE
+    from hyperexport.export.precision import HALF_PRECISIONS, cast_to_precision
 
     runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
     if precision in HALF_PRECISIONS:

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.precision import PRECISIONS, cast_to_precision
+from hyperexport.export.precision import PRECISIONS, cast_to_precision
 
 HEADS = ("generate", "classify", "both")
 CLASSIFY_FILE = "classify_model.onnx"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 
 TUNE_CHOICES = ("embedding", "layer-norms", "hypernet")
@@ -66,7 +66,7 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
           overwrite: bool = False, progress_bar: bool = True) -> dict:
     """Learn `task` from the examples in `data` on the run at `run` (default runs/latest); returns a report."""
     from hyperexport.model.build import load_tokenizer
-    from hyperexport.recipe import load_recipe
+    from hyperexport.recipe.schema import load_recipe
 
     run_dir = artifacts.resolve_run(run)
     if not (run_dir / artifacts.TOKENIZER_DIR).is_dir():  # else the tokenizer's path would be looked up as a hub id
@@ -159,7 +159,7 @@ def _task_entry(task: str, template, labels, metric, label_field) -> dict:
 
 def _recipe_with_task(recipe, run_dir: Path, destination: Path, entry: dict):
     """(the recipe as plain data with the task appended, for recipe.yaml; the validated recipe)."""
-    from hyperexport.recipe import recipe_from_dict, recipe_to_dict
+    from hyperexport.recipe.schema import recipe_from_dict, recipe_to_dict
 
     plain = recipe_to_dict(recipe)
     for task in plain["tasks"]:  # tasks adapted earlier keep paths relative to the run folder

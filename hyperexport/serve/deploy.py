@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.generation import greedy_generate
-from hyperexport.onnx_export import CLASSIFY_FILE, IO_SPEC_FILE
-from hyperexport.triton_config import MODEL_FILES, PLATFORMS, check_model_config, model_config
+from hyperexport.runtime.generation import greedy_generate
+from hyperexport.export.onnx import CLASSIFY_FILE, IO_SPEC_FILE
+from hyperexport.serve.triton_config import MODEL_FILES, PLATFORMS, check_model_config, model_config
 
 MODELS_DIR, CLIENTS_DIR = "models", "clients"
 DEPLOY_FILE = "deploy.json"
@@ -77,7 +77,7 @@ def deploy(task: str, fmt: str = "tensorrt", triton_repo: str | Path = "triton-r
     require_passed_parity(export_dir, manifest)
     spec = json.loads((export_dir / IO_SPEC_FILE).read_text())
     if fmt == "tensorrt":
-        from hyperexport.tensorrt_build import plan_name
+        from hyperexport.export.tensorrt.build import plan_name
 
         missing = [plan_name(graph) for graph in sorted(spec) if not (export_dir / plan_name(graph)).is_file()]
         if missing:
@@ -119,7 +119,7 @@ def _write_model(folder: Path, export_dir: Path, graph: str, graph_spec: dict, n
     (folder / VERSION).mkdir(parents=True)
     (folder / "config.pbtxt").write_text(text)
     if fmt == "tensorrt":
-        from hyperexport.tensorrt_build import plan_name
+        from hyperexport.export.tensorrt.build import plan_name
 
         shutil.copy(export_dir / plan_name(graph), folder / VERSION / MODEL_FILES[fmt])
         return
@@ -164,7 +164,7 @@ def run_deployed(client_dir: str | Path, examples: Sequence[dict], infer: ModelI
     through `infer(model name, inputs)`: label scores with the classify model, or greedy generation
     (`head="generate"`, the default when no classify model was deployed)."""
     from hyperexport.model.build import load_tokenizer
-    from hyperexport.predict import _batches, _examples_from_list, label_results
+    from hyperexport.runtime.predict import _batches, _examples_from_list, label_results
     from hyperexport.tasks.registry import template_fields
 
     folder = Path(client_dir)
@@ -242,7 +242,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hyperexport.deploy import onnxruntime_model_infer, run_deployed, triton_model_infer
+from hyperexport.serve.deploy import onnxruntime_model_infer, run_deployed, triton_model_infer
 
 HERE = Path(__file__).resolve().parent
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
-from hyperexport.generation import GENERATE_GRAPHS, greedy_generate
-from hyperexport.onnx_export import CLASSIFY_FILE
-from hyperexport.runners import ParityInputs
-from hyperexport.tensorrt_build import plan_name, require_tensorrt
+from hyperexport.runtime.generation import GENERATE_GRAPHS, greedy_generate
+from hyperexport.export.onnx import CLASSIFY_FILE
+from hyperexport.verify.runners import ParityInputs
+from hyperexport.export.tensorrt.build import plan_name, require_tensorrt
 
 _PLAN_FACTS = ("tensorrt_version", "compute_capability", "gpu_name")
 
@@ -59,7 +59,7 @@ class TensorRTEngines:
     """The plans of an engine folder, deserialized once; `run(graph file, inputs) -> outputs`."""
 
     def __init__(self, export_dir: Path):
-        from hyperexport.tensorrt_build import device_facts
+        from hyperexport.export.tensorrt.build import device_facts
 
         self.export_dir = Path(export_dir)
         self.manifest = open_engine_folder(self.export_dir)

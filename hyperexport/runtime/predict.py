@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 from hyperexport.materialize import TASK_FILE
 from hyperexport.model.build import load_tokenizer
-from hyperexport.onnx_export import CLASSIFY_FILE, ENCODER_FILE
-from hyperexport.runners import onnxruntime_provider
+from hyperexport.export.onnx import CLASSIFY_FILE, ENCODER_FILE
+from hyperexport.verify.runners import onnxruntime_provider
 from hyperexport.tasks.registry import template_fields
-from hyperexport.tensorrt_build import plan_name
+from hyperexport.export.tensorrt.build import plan_name
 
 BATCH_SIZE = 16
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
@@ -216,8 +216,8 @@ def _generate(folder: Path, provider: str, tokenizer, sources: list[str], facts:
 
 def _tensorrt(folder: Path, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
     """Classify or generate with an engine folder's plans (needs an NVIDIA GPU and tensorrt)."""
-    from hyperexport.generation import greedy_generate
-    from hyperexport.tensorrt_runner import TensorRTEngines
+    from hyperexport.runtime.generation import greedy_generate
+    from hyperexport.runtime.tensorrt import TensorRTEngines
 
     with TensorRTEngines(folder) as engines:
         batches = _batches(tokenizer, sources, facts["max_source_length"], min(batch_size, engines.max_batch), "np")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 
 
@@ -34,7 +34,7 @@ class LoadedRun:
 def load_run(run: str | Path | None = None) -> LoadedRun:
     """The run at `run` (default runs/latest), ready for inference."""
     from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
-    from hyperexport.recipe import load_recipe
+    from hyperexport.recipe.schema import load_recipe
     from hyperexport.training.checkpoint import load_trainable
 
     path = artifacts.resolve_run(run)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 
 VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
@@ -74,7 +74,7 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
     _check_settings(seq, rounds)
     engines = None
     if tensorrt is not None:  # before the slow part: no GPU or no tensorrt is a one-line error here
-        from hyperexport.tensorrt_runner import TensorRTEngines
+        from hyperexport.runtime.tensorrt import TensorRTEngines
 
         engines = TensorRTEngines(tensorrt)
     subject = _subject(run, task, backbone, recipe)
@@ -114,12 +114,12 @@ def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | Non
     """The run's trained model; with `backbone`, that preset's shape with random weights and the
     adapter settings of `recipe_path`, else of the run's recipe, else of the default recipe."""
     from hyperexport.model.build import BYTE_TOKENIZER, DEMO_WORD_TOKENIZER, build_model, load_tokenizer
-    from hyperexport.recipe import DEFAULT_RECIPE, load_recipe
+    from hyperexport.recipe.schema import DEFAULT_RECIPE, load_recipe
     from hyperexport.tasks.registry import max_target_tokens
     from hyperexport.training.task_data import task_spec
 
     if backbone is None:
-        from hyperexport.run import load_run
+        from hyperexport.model.trained import load_run
 
         loaded = load_run(run)
         loaded.check_tasks([task])
@@ -144,7 +144,7 @@ def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | Non
     known = [t.name for t in recipe.tasks]
     if task not in known:
         raise UserError(f"task '{task}' is not in the recipe: its tasks are {', '.join(known)}")
-    from hyperexport.onnx_export import label_token_ids
+    from hyperexport.export.onnx import label_token_ids
 
     spec = task_spec(next(t for t in recipe.tasks if t.name == task))
     return Subject(recipe, tokenizer, model, task, label_token_ids(tokenizer, list(spec.labels)),
@@ -160,7 +160,7 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
     from hyperexport.model.build import load_backbone
-    from hyperexport.onnx_export import CLASSIFY_FILE, export_classify_graph, export_generate_graphs, quantize_folder
+    from hyperexport.export.onnx import CLASSIFY_FILE, export_classify_graph, export_generate_graphs, quantize_folder
 
     def fresh():  # the model's backbone weights, without its hooks
         return load_backbone(subject.recipe.backbone, subject.recipe.train.seed, subject.backbone_dir).eval()
@@ -194,10 +194,10 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
 
 def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> None:
     """The engines as variant `tensorrt_<precision>` of every head they hold, and their plans' sizes."""
-    from hyperexport.generation import GENERATE_GRAPHS
-    from hyperexport.onnx_export import CLASSIFY_FILE
-    from hyperexport.tensorrt_build import plan_name
-    from hyperexport.tensorrt_runner import bench_functions
+    from hyperexport.runtime.generation import GENERATE_GRAPHS
+    from hyperexport.export.onnx import CLASSIFY_FILE
+    from hyperexport.export.tensorrt.build import plan_name
+    from hyperexport.runtime.tensorrt import bench_functions
 
     name = f"{TENSORRT_VARIANT}_{engines.manifest['precision']}"
     graphs = {"classify": [CLASSIFY_FILE], "generate": list(GENERATE_GRAPHS.values())}
@@ -209,7 +209,7 @@ def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> Non
 
 
 def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -> Callable:
-    from hyperexport.onnx_export import LabelScorer
+    from hyperexport.export.onnx import LabelScorer
 
     hyper = subject.model
     backbone = hyper.backbone if hypernet else model
@@ -237,7 +237,7 @@ def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -
 def _onnxruntime_fn(folder: Path, head: str, new_tokens: int, threads: int) -> Callable:
     import onnxruntime as ort
 
-    from hyperexport.onnx_export import CLASSIFY_FILE
+    from hyperexport.export.onnx import CLASSIFY_FILE
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hyperexport import artifacts
+from hyperexport.contracts import publish as artifacts
 from hyperexport.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -70,7 +70,7 @@ def import_hyperformer(checkpoint_dir: str | Path, output: Path | None = None, t
     """Import `checkpoint_dir` into `output` (default runs/<checkpoint folder name>); returns the run folder."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from hyperexport.hyperformer_keys import OriginalState, assemble_state, check_complete
+    from hyperexport.interop.hyperformer_keys import OriginalState, assemble_state, check_complete
     from hyperexport.model.build import add_legacy_cross_attention_bias, check_tokenizer_fits, load_tokenizer
     from hyperexport.model.hyper_t5 import HyperT5
 
@@ -234,7 +234,7 @@ def _t5_config(config_class, original: dict):
 
 def _recipe(settings: OriginalSettings, name: str, tokenizer: str | None):
     """The run's recipe: the original's tasks and adapter settings; the backbone is the run's own folder."""
-    from hyperexport.recipe import recipe_from_dict
+    from hyperexport.recipe.schema import recipe_from_dict
     from hyperexport.tasks.registry import TASKS
 
     unknown = [task for task in settings.tasks if task not in TASKS]
@@ -281,7 +281,7 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
     import yaml
 
     from hyperexport.params import count_parameters
-    from hyperexport.recipe import recipe_to_dict
+    from hyperexport.recipe.schema import recipe_to_dict
     from hyperexport.training.checkpoint import save_trainable
 
     with artifacts.building(destination) as tmp:

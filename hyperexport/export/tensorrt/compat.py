@@ -1,7 +1,7 @@
 """Will TensorRT take these ONNX graphs? A check that needs no GPU and no `tensorrt` package.
 
 Per graph: every node (subgraphs included) is an operator of the default ONNX domain that TensorRT's
-ONNX parser supports in the targeted version (the list ships as data, `tensorrt_onnx_ops.json`, copied
+ONNX parser supports in the targeted version (the list ships as data, `onnx_ops.json`, copied
 from onnx/onnx-tensorrt's docs/operators.md with its source and version); no `If` node (optimum's
 merged decoder; we build separate decoders); the opset is in the parser's range; the few restrictions
 we can see statically hold; and every dynamic input dimension is one a profile from `--batch`/`--seq`
@@ -17,16 +17,16 @@ from importlib import resources
 from pathlib import Path
 
 from hyperexport.errors import UserError
-from hyperexport.trt_profiles import ShapeRanges, input_profile
+from hyperexport.export.tensorrt.profiles import ShapeRanges, input_profile
 
-OPS_FILE = "tensorrt_onnx_ops.json"
+OPS_FILE = "onnx_ops.json"
 DEFAULT_DOMAINS = ("", "ai.onnx")
 ENGINE_IO_DTYPES = {"float", "float16", "bfloat16", "int32", "int64", "bool", "int8", "uint8"}
 
 
 @lru_cache(maxsize=1)
 def operator_lists() -> dict:
-    return json.loads(resources.files("hyperexport").joinpath(OPS_FILE).read_text())
+    return json.loads(resources.files(__package__).joinpath(OPS_FILE).read_text())
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -143,7 +143,7 @@ def export_compatibility(export_dir: Path, manifest: dict) -> dict:
     """`check_export` for an export folder: an engine folder's source graphs against its own TensorRT
     version and profiles, an ONNX export's graphs against the newest list and the default profiles."""
     if manifest.get("format") == "tensorrt":
-        from hyperexport.tensorrt_build import SOURCE_DIR
+        from hyperexport.export.tensorrt.build import SOURCE_DIR
 
         batch, seq = (":".join(map(str, manifest["profile_ranges"][key])) for key in ("batch", "seq"))
         return check_export(Path(export_dir) / SOURCE_DIR, ShapeRanges.from_flags(batch, seq),

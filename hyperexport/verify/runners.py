@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hyperexport.onnx_export import DECODER_FILE, ENCODER_FILE
+from hyperexport.export.onnx import DECODER_FILE, ENCODER_FILE
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def onnxruntime_provider(precision: str) -> str | None:
     """The ONNX Runtime execution provider that can run graphs of `precision` here, or None."""
     import onnxruntime as ort
 
-    from hyperexport.precision import CPU_RUNNABLE
+    from hyperexport.export.precision import CPU_RUNNABLE
 
     if precision in CPU_RUNNABLE:
         return "CPUExecutionProvider"
