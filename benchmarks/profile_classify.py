@@ -33,7 +33,8 @@ def main() -> None:
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
     from hyperexport.model.build import load_backbone
-    from hyperexport.export.onnx import CLASSIFY_FILE, export_classify_graph
+    from hyperexport.contracts.names import CLASSIFY_GRAPH
+    from hyperexport.export.classify import export_classify_graph
 
     subject = _subject(None, args.task, args.backbone, args.recipe)
     recipe = subject.recipe
@@ -41,7 +42,7 @@ def main() -> None:
                        task_tensors(subject.model, args.task), recipe.model.activation)
     input_ids, attention_mask = _inputs(subject, args.batch, args.seq)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / CLASSIFY_FILE
+        path = Path(folder) / CLASSIFY_GRAPH
         export_classify_graph(folded, subject.label_ids, path)
         ort_shares = onnxruntime_op_shares(path, input_ids, attention_mask, args.threads, args.calls, Path(folder))
     torch_shares = torch_op_shares(_torch_fn(subject, "classify", hypernet=True), input_ids, attention_mask, args.calls)
@@ -82,7 +83,7 @@ def torch_op_shares(fn, input_ids, attention_mask, calls: int) -> dict:
 
 @torch.no_grad()
 def encoder_time_share(folded, subject, input_ids, attention_mask, calls: int) -> float:
-    from hyperexport.export.onnx import LabelScorer
+    from hyperexport.export.classify import LabelScorer
 
     scorer = LabelScorer(folded, subject.label_ids).eval()
 

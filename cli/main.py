@@ -64,7 +64,7 @@ def evaluate(
     json_output: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run on its tasks (generation, the paper's metrics, majority baseline)."""
-    from hyperexport.model.trained import evaluate_run
+    from hyperexport.training.evaluate import evaluate_run
 
     if split not in ("validation", "test"):
         raise UserError(f"unknown split '{split}': use validation or test")
@@ -113,14 +113,15 @@ def export(
     if format == "tensorrt":
         from hyperexport.export.tensorrt.build import export_tensorrt
 
-        folder = export_tensorrt(run, task, head, precision, batch, seq, output, overwrite, opset, timing_cache)
+        folder = export_tensorrt(run, task=task, head=head, precision=precision, batch=batch, seq=seq, output=output,
+                                 overwrite=overwrite, opset=opset, timing_cache=timing_cache)
         typer.echo(f"exported: {folder}")
         return
     from hyperexport.export.onnx import export_onnx
 
     if format != "onnx":
         raise UserError(f"unknown format '{format}': use onnx or tensorrt")
-    typer.echo(f"exported: {export_onnx(run, task, head, opset, output, overwrite, precision)}")
+    typer.echo(f"exported: {export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite, precision=precision)}")
 
 
 @app.command(epilog="Example: hyperexport verify exports/rte/onnx --json")
@@ -187,13 +188,14 @@ def deploy(
     json_output: JsonOpt = False,
 ) -> None:
     """Write a verified export as Triton models (config.pbtxt from the io spec, checked with Triton's protobuf) and a client folder."""
+    from hyperexport.contracts.fields import to_json
     from hyperexport.serve.deploy import deploy as deploy_task
 
     description = deploy_task(task, format, triton_repo, export_dir, overwrite)
     if json_output:
-        print_json(description)
+        print_json(to_json(description))
         return
-    typer.echo(f"deployed {task} ({format}, {description['precision']}): {', '.join(description['models'].values())}")
+    typer.echo(f"deployed {task} ({format}, {description.precision}): {', '.join(description.models.values())}")
     typer.echo(f"serve: tritonserver --model-repository {triton_repo / 'models'}")
     typer.echo(f"query: python {triton_repo / 'clients' / task / 'client.py'} '<JSON example>'")
 

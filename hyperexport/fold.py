@@ -8,7 +8,6 @@ An adapter is non-linear, so unlike LoRA it cannot vanish into the backbone's we
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,9 +16,9 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers.activations import ACT2FN
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts.run import RunFolder
+from hyperexport.contracts.task import ADAPTER_PREFIX, BACKBONE_PREFIX, TaskFacts, TaskFolder
 from hyperexport.errors import UserError
-from hyperexport.materialize import ADAPTER_PREFIX, ADAPTERS_FILE, BACKBONE_PREFIX, TASK_FILE
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
 
 FEED_FORWARD, SELF_ATTENTION = 0, 1
@@ -68,17 +67,14 @@ class AdaptedFeedForward(nn.Module):
         return self.adapter(self.feed_forward(hidden_states))
 
 
-def read_task(task_dir: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """The tensors, facts and manifest of a materialized task folder, its files checked by sha256."""
-    task_dir = Path(task_dir)
-    if not (task_dir / ADAPTERS_FILE).is_file() or not (task_dir / TASK_FILE).is_file():
-        raise UserError(f"no materialized task at {task_dir}: run `hyperexport materialize --task <task>`")
-    manifest = artifacts.check_manifest(task_dir, "materialize")
+def read_task(task_dir: Path) -> tuple[TaskFolder, dict[str, torch.Tensor]]:
+    """A materialized task folder (its files checked by sha256) and its tensors."""
+    task = TaskFolder.open(task_dir)
     try:
-        tensors = load_file(str(task_dir / ADAPTERS_FILE))
+        tensors = load_file(str(task.adapters_file))
     except (SafetensorError, OSError) as error:
-        raise UserError(f"cannot read {task_dir / ADAPTERS_FILE}: {error}; materialize the task again") from None
-    return tensors, json.loads((task_dir / TASK_FILE).read_text()), manifest
+        raise UserError(f"cannot read {task.adapters_file}: {error}; materialize the task again") from None
+    return task, tensors
 
 
 def fold_task(backbone: nn.Module, tensors: dict[str, torch.Tensor], activation: str) -> nn.Module:
@@ -113,13 +109,11 @@ def _load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> 
             parameters[name].copy_(tensor)
 
 
-def load_folded_task(task_dir: Path) -> tuple[nn.Module, dict]:
+def load_folded_task(task_dir: Path) -> tuple[nn.Module, TaskFacts]:
     """The plain backbone the task was materialized from, folded with the task: (model, task facts)."""
     from hyperexport.model.build import load_backbone
-    from hyperexport.recipe.schema import BackboneConfig
 
-    tensors, facts, manifest = read_task(task_dir)
-    weights_dir = manifest.get("backbone_weights")
-    backbone = load_backbone(BackboneConfig(**manifest["backbone"]), seed=0,
-                             weights_dir=Path(weights_dir) if weights_dir else None)
-    return fold_task(backbone, tensors, facts["adapter"]["activation"]), facts
+    task, tensors = read_task(task_dir)
+    backbone_config = RunFolder(task.run_dir).located_backbone(task.manifest.backbone)
+    backbone = load_backbone(backbone_config, seed=0, weights_dir=task.backbone_weights)
+    return fold_task(backbone, tensors, task.facts.adapter.activation), task.facts

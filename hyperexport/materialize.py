@@ -1,31 +1,29 @@
 """`materialize`: evaluate the hypernetwork once for a task and keep what that task needs.
 
-`runs/<run>/tasks/<task>/` holds
-- `adapters.safetensors`: `adapters.<stack>.<tensor>` of shape [L, 2, ...] (position 0 = after the
-  feed-forward, 1 = after self-attention; layout (out, in)) and `backbone.<name>`: the run's trained
-  T5 layer norms, so the folder plus the plain backbone is the whole task;
-- `task.json`: template, label strings, metrics, post-processing, generation length, adapter facts;
-- `manifest.json`: the source checkpoint's sha256, backbone reference, parameter counts and sizes.
-Non-finite weights are refused (as PEFT's safe_merge refuses them).
+`runs/<run>/tasks/<task>/` is a `TaskFolder` (`contracts.task`): the adapter tensors and the trained
+T5 layer norms, `task.json` (`TaskFacts`) and a manifest with the source checkpoint's sha256, the
+backbone reference, parameter counts and sizes. Non-finite weights are refused (as PEFT's safe_merge refuses them).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import publish
+from hyperexport.contracts.manifest import relative_path, sha256_file
+from hyperexport.contracts.names import ADAPTERS_FILE
+from hyperexport.contracts.task import (ADAPTER_PREFIX, BACKBONE_PREFIX, AdapterFacts, TaskFacts, TaskManifest,
+                                        write_task_manifest)
 from hyperexport.errors import UserError
-from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
+from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, POSITIONS, STACKS
 
-TASKS_DIR = artifacts.TASKS_DIR
-ADAPTERS_FILE = "adapters.safetensors"
-TASK_FILE = "task.json"
-ADAPTER_PREFIX = "adapters."
-BACKBONE_PREFIX = "backbone."
+if TYPE_CHECKING:
+    from hyperexport.model.hyper_t5 import HyperT5
+    from hyperexport.model.trained import TrainedRun
 
 
 def materialize(run: str | Path | None = None, tasks: list[str] | None = None, output: Path | None = None,
@@ -38,14 +36,14 @@ def materialize(run: str | Path | None = None, tasks: list[str] | None = None, o
     loaded.check_tasks(chosen)
     if output is not None and len(chosen) > 1:
         raise UserError("--output names one task folder: materialize one --task with it, or drop --output")
-    destinations = {t: output or loaded.path / TASKS_DIR / t for t in chosen}
+    destinations = {t: output or loaded.folder.task_dir(t) for t in chosen}
     taken = [str(d) for d in destinations.values() if d.exists()]
     if taken and not overwrite:
         raise UserError(f"{taken[0]} already exists: pass --overwrite to replace it")
     return [_materialize_one(loaded, task, destinations[task]) for task in chosen]
 
 
-def task_tensors(model, task: str) -> dict[str, torch.Tensor]:
+def task_tensors(model: HyperT5, task: str) -> dict[str, torch.Tensor]:
     """The task's adapter tensors ([L, 2, ...] per stack) and the trained T5 layer norms, by file key."""
     with torch.no_grad():
         weights = model.adapter_weights(torch.tensor([model.task_id(task)]))
@@ -60,46 +58,41 @@ def task_tensors(model, task: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _materialize_one(loaded, task: str, destination: Path) -> Path:
+def _materialize_one(loaded: TrainedRun, task: str, destination: Path) -> Path:
     tensors = task_tensors(loaded.model, task)
-    with artifacts.building(destination) as tmp:
-        artifacts.write_bytes(tmp / ADAPTERS_FILE, save({k: v.cpu().clone() for k, v in tensors.items()}))
-        artifacts.write_json(tmp / TASK_FILE, _task_facts(loaded, task))
-        artifacts.write_manifest(tmp, "materialize", **_manifest_facts(loaded, task, tensors))
+    with publish.building(destination) as tmp:
+        publish.write_bytes(tmp / ADAPTERS_FILE, save({k: v.cpu().clone() for k, v in tensors.items()}))
+        _task_facts(loaded, task).write(tmp)
+        write_task_manifest(tmp, _task_manifest(loaded, task, tensors, destination))
     return destination
 
 
-def _task_facts(loaded, task: str) -> dict:
+def _task_facts(loaded: TrainedRun, task: str) -> TaskFacts:
     from hyperexport.tasks.registry import max_target_tokens
 
     spec = loaded.task_spec(task)
     config = loaded.model.model_config
-    return {
-        "task": task,
-        "template": spec.template,
-        "labels": list(spec.labels),
-        "metrics": list(spec.metrics),
-        "postprocess": spec.postprocess,
-        "is_regression": spec.is_regression,
-        # with no tokenizer (an imported run) the recipe's target length bounds generation
-        "max_new_tokens": max_target_tokens(spec, loaded.tokenizer) if loaded.tokenizer else loaded.recipe.data.max_target_length,
-        "max_source_length": loaded.recipe.data.max_source_length,
-        "adapter": {"activation": config.activation, "layer_norm_eps": ADAPTER_LAYER_NORM_EPS,
-                    "positions": ["feed_forward", "self_attention"], "variant": config.variant},
-    }
+    # with no tokenizer (an imported run) the recipe's target length bounds generation
+    max_new_tokens = (max_target_tokens(spec, loaded.tokenizer) if loaded.tokenizer
+                      else loaded.recipe.data.max_target_length)
+    return TaskFacts(task=task, template=spec.template, labels=tuple(spec.labels), metrics=tuple(spec.metrics),
+                     postprocess=spec.postprocess, is_regression=spec.is_regression, max_new_tokens=max_new_tokens,
+                     max_source_length=loaded.recipe.data.max_source_length,
+                     adapter=AdapterFacts(activation=config.activation, layer_norm_eps=ADAPTER_LAYER_NORM_EPS,
+                                          positions=POSITIONS, variant=config.variant))
 
 
-def _manifest_facts(loaded, task: str, tensors: dict[str, torch.Tensor]) -> dict:
-    adapter = {k: t for k, t in tensors.items() if k.startswith(ADAPTER_PREFIX)}
+def _task_manifest(loaded: TrainedRun, task: str, tensors: dict[str, torch.Tensor], destination: Path) -> TaskManifest:
+    adapter_count = sum(t.numel() for k, t in tensors.items() if k.startswith(ADAPTER_PREFIX))
     backbone = sum(p.numel() for p in {id(p): p for p in loaded.model.backbone.parameters()}.values())
-    adapter_count = sum(t.numel() for t in adapter.values())
-    return {
-        "task": task,
-        "source_run": str(loaded.path),
-        "source_checkpoint_sha256": artifacts.sha256_file(loaded.path / artifacts.WEIGHTS_FILE),
-        "backbone": asdict(loaded.recipe.backbone),
-        "backbone_weights": str(loaded.path / artifacts.BACKBONE_DIR) if (loaded.path / artifacts.BACKBONE_DIR).is_dir() else None,
-        "parameters": {"backbone": backbone, "task_adapters": adapter_count,
-                       "trained_layer_norms": sum(t.numel() for k, t in tensors.items() if k.startswith(BACKBONE_PREFIX))},
-        "bytes": {"backbone_fp32": 4 * backbone, "task_adapters_fp32": 4 * adapter_count},
-    }
+    backbone_dir = loaded.folder.backbone_dir
+    return TaskManifest(
+        task=task,
+        source_run=relative_path(loaded.path, destination),
+        source_checkpoint_sha256=sha256_file(loaded.folder.weights_file),
+        backbone=loaded.folder.portable_backbone(loaded.recipe.backbone),
+        backbone_weights=None if backbone_dir is None else relative_path(backbone_dir, destination),
+        parameters={"backbone": backbone, "task_adapters": adapter_count,
+                    "trained_layer_norms": sum(t.numel() for k, t in tensors.items() if k.startswith(BACKBONE_PREFIX))},
+        bytes={"backbone_fp32": 4 * backbone, "task_adapters_fp32": 4 * adapter_count},
+    )

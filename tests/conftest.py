@@ -57,7 +57,7 @@ def tiny_rte_export(root: Path) -> tuple[Path, Path]:
 
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
     materialize(run, ["rte"])
-    return run, export_onnx(run, "rte", head="both", output=root / "exports" / "rte" / "onnx")
+    return run, export_onnx(run, task="rte", head="both", output=root / "exports" / "rte" / "onnx")
 
 
 def reseal(folder: Path) -> None:
@@ -65,8 +65,9 @@ def reseal(folder: Path) -> None:
     from the one an export came from, not tampering)."""
     import json
 
-    from hyperexport.contracts import publish as artifacts
+    from hyperexport.contracts import manifest as sealing
+    from hyperexport.contracts import names, publish
 
-    manifest = json.loads((folder / artifacts.MANIFEST_FILE).read_text())
-    manifest["files"] = artifacts.sealed_files(folder, manifest["stage"])
-    artifacts.write_json(folder / artifacts.MANIFEST_FILE, manifest)
+    manifest = json.loads((folder / names.MANIFEST_FILE).read_text())
+    manifest["files"] = sealing.sealed_files(folder, manifest["stage"])
+    publish.write_json(folder / names.MANIFEST_FILE, manifest)

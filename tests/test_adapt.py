@@ -13,7 +13,8 @@ from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
 from hyperexport.training.adapt import EMBEDDING_KEY, adapt, adaptation_model, few_shot_indices, set_trainable, train_steps
 from hyperexport.data.demo import demo_examples
 from hyperexport.model.build import load_tokenizer
@@ -53,7 +54,7 @@ def run_copy(trained, tmp_path):
 
 
 def folder_state(folder: Path) -> dict[str, str]:
-    return artifacts.file_hashes(folder) | {"manifest": artifacts.sha256_file(folder / artifacts.MANIFEST_FILE)}
+    return sealing.file_hashes(folder) | {"manifest": sealing.sha256_file(folder / names.MANIFEST_FILE)}
 
 
 def invoke(*args):
@@ -62,13 +63,13 @@ def invoke(*args):
 
 def test_embedding_only_adaptation_keeps_hypernets_and_backbone_bit_identical(run_copy):
     run, data, eval_data = run_copy
-    before = load_file(str(run / artifacts.WEIGHTS_FILE))
-    backbone_before = load_file(str(run / artifacts.BACKBONE_DIR / "model.safetensors"))
+    before = load_file(str(run / names.WEIGHTS_FILE))
+    backbone_before = load_file(str(run / names.BACKBONE_DIR / "model.safetensors"))
     rte_adapters = load_file(str(run / "tasks" / "rte" / "adapters.safetensors"))
 
     report = adapt(run, "scitail", data, eval_data=eval_data, shots=8, init_from="rte", steps=6, progress_bar=False)
 
-    after = load_file(str(run / artifacts.WEIGHTS_FILE))
+    after = load_file(str(run / names.WEIGHTS_FILE))
     assert set(after) == set(before)
     for name, tensor in before.items():  # every hypernetwork and layer-norm tensor, bit for bit
         if name != EMBEDDING_KEY:
@@ -76,27 +77,27 @@ def test_embedding_only_adaptation_keeps_hypernets_and_backbone_bit_identical(ru
     assert torch.equal(after[EMBEDDING_KEY][:3], before[EMBEDDING_KEY])  # the trained tasks' rows
     assert after[EMBEDDING_KEY].shape[0] == 4
     assert not torch.equal(after[EMBEDDING_KEY][3], before[EMBEDDING_KEY][0])  # moved away from rte's start
-    backbone_after = load_file(str(run / artifacts.BACKBONE_DIR / "model.safetensors"))
+    backbone_after = load_file(str(run / names.BACKBONE_DIR / "model.safetensors"))
     assert backbone_after.keys() == backbone_before.keys()
     assert all(torch.equal(backbone_after[k], t) for k, t in backbone_before.items())
     assert all(torch.equal(load_file(str(run / "tasks" / "rte" / "adapters.safetensors"))[k], t)
                for k, t in rte_adapters.items())
 
-    manifest = json.loads((run / artifacts.MANIFEST_FILE).read_text())
+    manifest = json.loads((run / names.MANIFEST_FILE).read_text())
     assert manifest["tasks"] == [*OLD_TASKS, "scitail"] and manifest["parameters"]["num_tasks"] == 4
     facts = manifest["adapted_tasks"]["scitail"]
     assert facts["shots"] == 8 and facts["init_from"] == "rte" and facts["data"]["sha256"]
     assert report["parameters"]["added"] == report["parameters"]["trained"] == 16  # tiny: task_embedding_dim 16
     assert report["parameters"]["per_task_adapter"] > 100 * report["parameters"]["added"]
-    assert [t.name for t in load_recipe(run / artifacts.RECIPE_FILE).tasks] == [*OLD_TASKS, "scitail"]
+    assert [t.name for t in load_recipe(run / names.RECIPE_FILE).tasks] == [*OLD_TASKS, "scitail"]
     assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]  # no temporary sibling left
 
 
 def test_the_adapt_loop_changes_only_the_embedding_in_memory(trained):
     """Every tensor of the model (frozen backbone weights and buffers included) against a snapshot."""
     run, data, _ = trained
-    recipe = load_recipe(run / artifacts.RECIPE_FILE)
-    tensors = load_file(str(run / artifacts.WEIGHTS_FILE))
+    recipe = load_recipe(run / names.RECIPE_FILE)
+    tensors = load_file(str(run / names.WEIGHTS_FILE))
     model = adaptation_model(run, recipe, tensors, "scitail", torch.randn(16))
     set_trainable(model, "embedding")
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
@@ -104,7 +105,7 @@ def test_the_adapt_loop_changes_only_the_embedding_in_memory(trained):
     from hyperexport.data.collate import make_examples
 
     examples = make_examples(spec, demo_examples("scitail", "train", 8, 0))
-    losses = train_steps(model, load_tokenizer(str(run / artifacts.TOKENIZER_DIR)), examples, recipe, 5, 0.1, 0,
+    losses = train_steps(model, load_tokenizer(str(run / names.TOKENIZER_DIR)), examples, recipe, 5, 0.1, 0,
                          progress_bar=False)
     assert len(losses) == 5
     state = model.state_dict()
@@ -152,10 +153,10 @@ def test_a_custom_csv_task_with_tune_hypernet_writes_a_new_run(run_copy, tmp_pat
                     "--labels", "no,yes", "--label-field", "mood", "--shots", 6, "--steps", 3,
                     "--tune", "hypernet", "--output", new_run)
     assert result.exit_code == 0, result.output
-    old, new = load_file(str(run / artifacts.WEIGHTS_FILE)), load_file(str(new_run / artifacts.WEIGHTS_FILE))
+    old, new = load_file(str(run / names.WEIGHTS_FILE)), load_file(str(new_run / names.WEIGHTS_FILE))
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("generators."))
     assert not (new_run / "tasks").exists()  # the old run's materialized adapters would be stale
-    task = load_recipe(new_run / artifacts.RECIPE_FILE).tasks[-1]
+    task = load_recipe(new_run / names.RECIPE_FILE).tasks[-1]
     assert (task.name, task.template, task.labels, task.label_field) == ("mood", "review: {text}", ("no", "yes"), "mood")
     assert Path(task.path) == new_run / "data" / "mood"
     assert len((new_run / "data" / "mood" / "train.jsonl").read_text().splitlines()) == 6
@@ -282,9 +283,9 @@ def test_init_from_auto_scores_each_trained_embedding_on_the_shots(trained):
     from hyperexport.data.collate import make_examples
 
     run, _, _ = trained
-    recipe = load_recipe(run / artifacts.RECIPE_FILE)
-    tensors = load_file(str(run / artifacts.WEIGHTS_FILE))
-    tokenizer = load_tokenizer(str(run / artifacts.TOKENIZER_DIR))
+    recipe = load_recipe(run / names.RECIPE_FILE)
+    tensors = load_file(str(run / names.WEIGHTS_FILE))
+    tokenizer = load_tokenizer(str(run / names.TOKENIZER_DIR))
     shots = make_examples(get_task("scitail"), demo_examples("scitail", "train", 6, 0))
     best, losses = nearest_task(run, recipe, tensors, OLD_TASKS, shots, tokenizer)
     assert set(losses) == set(OLD_TASKS) and best == min(losses, key=losses.get)

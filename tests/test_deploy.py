@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hyperexport.contracts.export import IoSpec
+from hyperexport.contracts.task import TaskFacts
 import torch
 from conftest import tiny_rte_export
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import names
 from hyperexport.serve.deploy import onnxruntime_model_infer, run_deployed
 from hyperexport.errors import UserError
 from hyperexport.runtime.generation import greedy_generate, onnxruntime_infer
@@ -61,23 +64,23 @@ def parse(path: Path):
 # ---- config.pbtxt ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt, platform", [("onnx", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
 def test_configs_parse_with_tritons_protobuf_and_match_the_io_spec(verified, fmt, platform):
-    spec = json.loads((verified[1] / "io_spec.json").read_text())
+    spec = IoSpec.read(verified[1]).graphs
     for graph, described in spec.items():
         config = text_format.Parse(model_config(f"m_{graph}", described, graph, fmt, 16), model_config_pb2.ModelConfig())
         assert (config.name, config.platform, config.max_batch_size) == (f"m_{graph}", platform, 16)
-        for declared, specs in ((config.input, described["inputs"]), (config.output, described["outputs"])):
-            assert [t.name for t in declared] == [s["name"] for s in specs]
+        for declared, specs in ((config.input, described.inputs), (config.output, described.outputs)):
+            assert [t.name for t in declared] == [s.name for s in specs]
             for tensor, expected in zip(declared, specs):
-                assert model_config_pb2.DataType.Name(tensor.data_type) == TRITON_TYPES[expected["dtype"]]
-                assert expected["shape"][0] == "batch_size"  # left out of dims: max_batch_size > 0
-                assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in expected["shape"][1:]]
+                assert model_config_pb2.DataType.Name(tensor.data_type) == TRITON_TYPES[expected.dtype]
+                assert expected.shape[0] == "batch_size"  # left out of dims: max_batch_size > 0
+                assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in expected.shape[1:]]
         assert config.HasField("dynamic_batching")
         if fmt == "tensorrt":
             assert [(g.kind, list(g.profile)) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, ["0"])]
 
 
 def test_the_config_check_finds_a_wrong_dim_name_and_type(verified):
-    described = json.loads((verified[1] / "io_spec.json").read_text())["classify_model.onnx"]
+    described = IoSpec.read(verified[1]).graphs["classify_model.onnx"]
     text = model_config("rte_classify", described, "classify_model.onnx", "onnx", 8)
     assert check_model_config(text, "rte_classify", described, "classify_model.onnx", "onnx", 8) == []
     broken = text.replace("dims: [ 2 ]", "dims: [ 3 ]").replace("TYPE_INT64", "TYPE_INT32", 1)
@@ -91,7 +94,7 @@ def test_the_config_check_finds_a_wrong_dim_name_and_type(verified):
 
 def test_a_tensor_without_a_leading_batch_axis_is_refused():
     with pytest.raises(UserError, match="has no leading batch_size axis"):
-        triton_dims([4, "batch_size"], "g output o")
+        triton_dims((4, "batch_size"), "g output o")
 
 
 # ---- the client-side generation loop --------------------------------------------------------------
@@ -133,15 +136,15 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     assert result.exit_code == 0, result.stderr
     description = json.loads(result.stdout)
     repo = tmp_path / "repo"
-    spec = json.loads((folder / "io_spec.json").read_text())
+    spec = IoSpec.read(folder).graphs
     assert sorted(p.name for p in (repo / "models").iterdir()) == [
         "rte_classify", "rte_decoder", "rte_decoder_with_past", "rte_encoder"]
     for graph, described in spec.items():
         name = f"rte_{graph.removesuffix('_model.onnx')}"
         config = parse(repo / "models" / name / "config.pbtxt")
         assert config.name == name and config.platform == "onnxruntime_onnx"
-        assert [t.name for t in config.input] == [s["name"] for s in described["inputs"]]
-        assert [t.name for t in config.output] == [s["name"] for s in described["outputs"]]
+        assert [t.name for t in config.input] == [s.name for s in described.inputs]
+        assert [t.name for t in config.output] == [s.name for s in described.outputs]
         assert (repo / "models" / name / "1" / "model.onnx").read_bytes() == (folder / graph).read_bytes()
     client = repo / "clients" / "rte"
     assert {p.name for p in client.iterdir()} == {"tokenizer", "task.json", "deploy.json", "client.py"}
@@ -150,12 +153,12 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     assert run_deployed(client, EXAMPLES, infer) == predict(folder, EXAMPLES)
     generated = run_deployed(client, EXAMPLES, infer, head="generate")
     loaded = load_run(run)
-    facts = json.loads((folder / "task.json").read_text())
-    batch = loaded.tokenizer([facts["template"].format(**e) for e in EXAMPLES], padding="longest", truncation=True,
-                             max_length=facts["max_source_length"], return_tensors="pt")
+    facts = TaskFacts.read(folder)
+    batch = loaded.tokenizer([facts.template.format(**e) for e in EXAMPLES], padding="longest", truncation=True,
+                             max_length=facts.max_source_length, return_tensors="pt")
     with torch.no_grad():
         tokens = loaded.model.generate(task_ids=torch.full((3,), loaded.model.task_id("rte")), **batch,
-                                       max_new_tokens=facts["max_new_tokens"], do_sample=False, num_beams=1)
+                                       max_new_tokens=facts.max_new_tokens, do_sample=False, num_beams=1)
     assert [r["label"] for r in generated] == [t.strip() for t in loaded.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     local = subprocess.run([sys.executable, client / "client.py", "--local", json.dumps(EXAMPLES[1])],
                            capture_output=True, text=True, cwd=tmp_path)
@@ -181,9 +184,9 @@ def test_deploy_refuses_existing_models_without_overwrite(verified, tmp_path):
 def test_deploy_refuses_an_export_without_a_passed_parity_report(verified, tmp_path, report, message):
     copy = tmp_path / "export"
     shutil.copytree(verified[1], copy)
-    (copy / artifacts.PARITY_REPORT_FILE).unlink()
+    (copy / names.PARITY_REPORT_FILE).unlink()
     if report is not None:
-        (copy / artifacts.PARITY_REPORT_FILE).write_text(json.dumps(report))
+        (copy / names.PARITY_REPORT_FILE).write_text(json.dumps(report))
     result = cli("deploy", "--task", "rte", "--format", "onnx", "--export", copy, "--triton-repo", "repo", cwd=tmp_path)
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "repo").exists()

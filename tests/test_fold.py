@@ -74,7 +74,7 @@ def test_materialize_cli_then_fold_reproduces_the_run(tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    from hyperexport.contracts import publish as artifacts
+    from hyperexport.contracts import manifest as sealing
     from hyperexport.data.collate import collate
     from hyperexport.fold import load_folded_task
     from hyperexport.model.trained import load_run
@@ -90,9 +90,9 @@ def test_materialize_cli_then_fold_reproduces_the_run(tmp_path, monkeypatch):
     task_dir = tmp_path / "runs" / "tiny" / "tasks" / "rte"
     assert sorted(p.name for p in task_dir.iterdir()) == ["adapters.safetensors", "manifest.json", "task.json"]
     manifest = json.loads((task_dir / "manifest.json").read_text())
-    assert manifest["source_checkpoint_sha256"] == artifacts.sha256_file(tmp_path / "runs/tiny/model.safetensors")
+    assert manifest["source_checkpoint_sha256"] == sealing.sha256_file(tmp_path / "runs/tiny/model.safetensors")
     assert manifest["parameters"]["task_adapters"] < manifest["parameters"]["backbone"]
-    assert manifest["files"]["adapters.safetensors"] == artifacts.sha256_file(task_dir / "adapters.safetensors")
+    assert manifest["files"]["adapters.safetensors"] == sealing.sha256_file(task_dir / "adapters.safetensors")
     assert json.loads((task_dir / "task.json").read_text())["labels"] == ["0", "1"]
 
     again = runner.invoke(app, ["materialize", "--task", "rte"])
@@ -103,7 +103,7 @@ def test_materialize_cli_then_fold_reproduces_the_run(tmp_path, monkeypatch):
     loaded = load_run()
     folded, facts = load_folded_task(task_dir)
     examples = load_task_data(loaded.recipe, splits=("train", "validation"))["rte"].validation
-    batch = collate(loaded.tokenizer, examples, {"rte": 0}, facts["max_source_length"], 4)
+    batch = collate(loaded.tokenizer, examples, {"rte": 0}, facts.max_source_length, 4)
     inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                   decoder_input_ids=folded._shift_right(batch["labels"]))
     with torch.no_grad():

@@ -24,7 +24,8 @@ from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
 from hyperexport.materialize import materialize
 from hyperexport.export.onnx import export_onnx
 from hyperexport.recipe.schema import load_recipe
@@ -76,13 +77,13 @@ def test_train_killed_midway_keeps_the_previous_run_and_resumes_bit_for_bit(tmp_
     straight = train(load_recipe(TINY_RECIPE), output=tmp_path / "straight" / "tiny", progress_bar=False)
     work = tmp_path / "work"
     shutil.copytree(straight, work / "runs" / "tiny")  # the previous run the killed one would replace
-    previous = artifacts.file_hashes(work / "runs" / "tiny")
+    previous = sealing.file_hashes(work / "runs" / "tiny")
 
     where = kill_midway(["train", str(TINY_RECIPE), "--output", "runs/tiny", "--overwrite"], work,
                         "open", "*/tiny.partial/.checkpoint.*/.state.pt.*", count=2)
     assert ".checkpoint." in where
-    assert artifacts.file_hashes(work / "runs" / "tiny") == previous  # intact
-    artifacts.check_manifest(work / "runs" / "tiny", "train")
+    assert sealing.file_hashes(work / "runs" / "tiny") == previous  # intact
+    sealing.unseal(work / "runs" / "tiny", "train")
     partial = work / "runs" / "tiny.partial"
     assert (partial / "checkpoint" / "state.pt").is_file()
     assert any(p.name.startswith(".checkpoint.") for p in partial.iterdir())  # the killed temporary
@@ -92,10 +93,10 @@ def test_train_killed_midway_keeps_the_previous_run_and_resumes_bit_for_bit(tmp_
     assert resumed.exit_code == 0, resumed.output
     run = work / "runs" / "tiny"
     assert sorted(p.name for p in run.parent.iterdir()) == ["latest", "tiny"]
-    artifacts.check_manifest(run, "train")
+    sealing.unseal(run, "train")
     assert not any(p.name.startswith(".") for p in run.rglob("*"))  # the killed temporary did not ship
-    assert tensors_equal(straight / artifacts.WEIGHTS_FILE, run / artifacts.WEIGHTS_FILE)
-    metrics = [json.loads((r / artifacts.METRICS_FILE).read_text()) for r in (straight, run)]
+    assert tensors_equal(straight / names.WEIGHTS_FILE, run / names.WEIGHTS_FILE)
+    metrics = [json.loads((r / names.METRICS_FILE).read_text()) for r in (straight, run)]
     assert metrics[0] == metrics[1]
     assert len(metrics[1]["validation_history"]) == 2  # steps 4 and 8: the replayed evaluation is not doubled
 
@@ -112,11 +113,11 @@ def test_materialize_killed_midway_keeps_the_previous_task_or_none(run_with_rte,
     run = tmp_path / "run"
     shutil.copytree(run_with_rte, run)
     task = run / "tasks" / "rte"
-    previous = artifacts.file_hashes(task)
+    previous = sealing.file_hashes(task)
     kill_midway(["materialize", "--run", str(run), "--task", "rte", "--overwrite"], tmp_path,
                 "open", "*/tasks/.rte.*/.task.json.*")  # adapters written, task.json being written
-    assert artifacts.file_hashes(task) == previous
-    artifacts.check_manifest(task, "materialize")
+    assert sealing.file_hashes(task) == previous
+    sealing.unseal(task, "materialize")
     kill_midway(["materialize", "--run", str(run), "--task", "sst2"], tmp_path, "open", "*/tasks/.sst2.*/.task.json.*")
     assert not (run / "tasks" / "sst2").exists()  # absent, not partial
     assert {p.name.split(".")[1] for p in (run / "tasks").glob(".*")} == {"rte", "sst2"}  # the killed temporaries
@@ -125,24 +126,24 @@ def test_materialize_killed_midway_keeps_the_previous_task_or_none(run_with_rte,
     again = runner.invoke(app, ["materialize", "--run", str(run), "--task", "rte", "--task", "sst2", "--overwrite"])
     assert again.exit_code == 0, again.output
     for name in ("rte", "sst2"):
-        artifacts.check_manifest(run / "tasks" / name, "materialize")
+        sealing.unseal(run / "tasks" / name, "materialize")
     assert not list((run / "tasks").glob(".*"))  # the dead processes' temporaries were removed
-    artifacts.check_manifest(run, "train")
+    sealing.unseal(run, "train")
 
 
 def test_export_killed_midway_keeps_the_previous_export(run_with_rte, tmp_path, monkeypatch):
-    folder = export_onnx(run_with_rte, "rte", head="classify", output=tmp_path / "exports" / "rte")
-    previous = artifacts.file_hashes(folder)
+    folder = export_onnx(run_with_rte, task="rte", head="classify", output=tmp_path / "exports" / "rte")
+    previous = sealing.file_hashes(folder)
     where = kill_midway(["export", "--run", str(run_with_rte), "--task", "rte", "--head", "classify",
                          "--output", str(folder), "--overwrite"], tmp_path,
                         "open", "*/exports/.rte.*/tokenizer/*")  # the graph written, the tokenizer being saved
     assert "/tokenizer/" in where
-    assert artifacts.file_hashes(folder) == previous
-    artifacts.check_manifest(folder, "export")
+    assert sealing.file_hashes(folder) == previous
+    sealing.unseal(folder, "export")
 
     monkeypatch.chdir(tmp_path)
     again = runner.invoke(app, ["export", "--run", str(run_with_rte), "--task", "rte", "--head", "classify",
                                 "--output", str(folder), "--overwrite"])
     assert again.exit_code == 0, again.output
-    artifacts.check_manifest(folder, "export")
+    sealing.unseal(folder, "export")
     assert sorted(p.name for p in folder.parent.iterdir()) == ["rte"]

@@ -13,11 +13,13 @@ import pytest
 import torch
 from conftest import TINY_RECIPE, tiny_rte_export
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
 from hyperexport.data.collate import collate
 from hyperexport.errors import UserError
 from hyperexport.fold import load_folded_task
-from hyperexport.export.onnx import CLASSIFY_FILE, LabelScorer, export_onnx, label_token_ids
+from hyperexport.contracts.names import CLASSIFY_GRAPH
+from hyperexport.export.classify import LabelScorer, label_token_ids
+from hyperexport.export.onnx import export_onnx
 from hyperexport.recipe.schema import load_recipe
 from hyperexport.model.trained import load_run
 from hyperexport.training.task_data import load_task_data
@@ -45,13 +47,13 @@ def session(path: Path) -> ort.InferenceSession:
 def test_export_folder_holds_the_graphs_tokenizer_and_a_manifest_of_hashes(exported):
     _, folder = exported
     names = {p.name for p in folder.iterdir()}
-    assert {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", CLASSIFY_FILE,
+    assert {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", CLASSIFY_GRAPH,
             "config.json", "task.json", "io_spec.json", "manifest.json", "tokenizer"} <= names
     assert "decoder_model_merged.onnx" not in names  # separate decoders: no If node for TensorRT
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["files"] == artifacts.file_hashes(folder)
+    assert manifest["files"] == sealing.file_hashes(folder)
     spec = json.loads((folder / "io_spec.json").read_text())
-    assert spec[CLASSIFY_FILE]["outputs"] == [{"name": "scores", "dtype": "float", "shape": ["batch_size", 2]}]
+    assert spec[CLASSIFY_GRAPH]["outputs"] == [{"name": "scores", "dtype": "float", "shape": ["batch_size", 2]}]
 
 
 def test_graphs_contain_no_hypernetwork(exported):
@@ -89,10 +91,10 @@ def test_classify_scores_match_torch_and_rank_like_the_model(exported, demo_batc
     run, folder = exported
     loaded, batch = demo_batch
     folded, facts = load_folded_task(run / "tasks" / "rte")
-    scorer = LabelScorer(folded, label_token_ids(loaded.tokenizer, facts["labels"])).eval()
+    scorer = LabelScorer(folded, label_token_ids(loaded.tokenizer, facts.labels)).eval()
     with torch.no_grad():
         expected = scorer(batch["input_ids"], batch["attention_mask"]).numpy()
-    scores = session(folder / CLASSIFY_FILE).run(
+    scores = session(folder / CLASSIFY_GRAPH).run(
         ["scores"], {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
     assert scores.shape == (len(batch["input_ids"]), 2)
     assert np.abs(scores - expected).max() <= ATOL_FP32
@@ -114,10 +116,10 @@ def test_optimum_runs_the_generate_folder_with_the_models_tokens(exported, demo_
 def test_export_refuses_an_unmaterialized_task_and_an_existing_folder(exported, tmp_path):
     run, folder = exported
     with pytest.raises(UserError, match="run `hyperexport materialize"):
-        export_onnx(run, "sst2", output=tmp_path / "x")
+        export_onnx(run, task="sst2", output=tmp_path / "x")
     assert not (tmp_path / "x").exists()
     with pytest.raises(UserError, match="already exists: pass --overwrite"):
-        export_onnx(run, "rte", output=folder)
+        export_onnx(run, task="rte", output=folder)
 
 
 def test_export_cli_writes_the_default_folder(exported, tmp_path, monkeypatch):
@@ -131,7 +133,7 @@ def test_export_cli_writes_the_default_folder(exported, tmp_path, monkeypatch):
     result = runner.invoke(app, ["export", "--run", str(run), "--task", "rte", "--head", "classify"])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "exports" / "rte" / "onnx"
-    assert (folder / CLASSIFY_FILE).is_file() and not (folder / "encoder_model.onnx").exists()
+    assert (folder / CLASSIFY_GRAPH).is_file() and not (folder / "encoder_model.onnx").exists()
     bad = runner.invoke(app, ["export", "--run", str(run), "--task", "rte", "--head", "beam", "--output", "x"])
     assert bad.exit_code == 2 and "unknown head 'beam'" in bad.stderr and not (tmp_path / "x").exists()
 
@@ -142,15 +144,15 @@ def test_an_edited_export_is_detected_by_its_manifest(exported, tmp_path):
     _, folder = exported
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    assert artifacts.check_manifest(copy)["format"] == "onnx"
-    with open(copy / CLASSIFY_FILE, "ab") as handle:
+    assert sealing.unseal(copy, "export")["format"] == "onnx"
+    with open(copy / CLASSIFY_GRAPH, "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(UserError, match="classify_model.onnx was changed \\(sha256 mismatch\\)"):
-        artifacts.check_manifest(copy)
-    shutil.copy(folder / CLASSIFY_FILE, copy / CLASSIFY_FILE)
+        sealing.unseal(copy, "export")
+    shutil.copy(folder / CLASSIFY_GRAPH, copy / CLASSIFY_GRAPH)
     (copy / "encoder_model.onnx").unlink()
     with pytest.raises(UserError, match="is missing"):
-        artifacts.check_manifest(copy)
+        sealing.unseal(copy, "export")
 
 
 def test_export_cli_int8_goes_to_its_own_default_folder(exported, tmp_path, monkeypatch):

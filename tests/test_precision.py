@@ -11,7 +11,8 @@ from conftest import tiny_rte_export, tiny_t5
 from typer.testing import CliRunner
 
 from hyperexport.fold import AdaptedFeedForward, load_folded_task
-from hyperexport.export.onnx import ENCODER_FILE, IO_SPEC_FILE, export_onnx
+from hyperexport.contracts.names import ENCODER_GRAPH, IO_SPEC_FILE
+from hyperexport.export.onnx import export_onnx
 from hyperexport.export.precision import cast_to_precision
 from hyperexport.verify.parity import TOLERANCES, verify
 from hyperexport_cli.main import app
@@ -75,11 +76,11 @@ def test_fp16_islands_survive_a_feed_forward_that_overflows_fp16():
 
 def test_fp16_export_runs_on_onnx_runtime_cpu_and_verifies(exported, tmp_path):
     run, _ = exported
-    folder = export_onnx(run, "rte", head="both", output=tmp_path / "fp16", precision="fp16")
+    folder = export_onnx(run, task="rte", head="both", output=tmp_path / "fp16", precision="fp16")
     spec = json.loads((folder / IO_SPEC_FILE).read_text())
-    assert {o["dtype"] for o in spec[ENCODER_FILE]["outputs"]} == {"float16"}
+    assert {o["dtype"] for o in spec[ENCODER_GRAPH]["outputs"]} == {"float16"}
     assert {o["dtype"] for o in spec["classify_model.onnx"]["outputs"]} == {"float"}  # scores in fp32
-    initializers = onnx.load(str(folder / ENCODER_FILE)).graph.initializer
+    initializers = onnx.load(str(folder / ENCODER_GRAPH)).graph.initializer
     dtypes = {onnx.TensorProto.DataType.Name(i.data_type) for i in initializers if len(i.dims) == 2}
     assert dtypes == {"FLOAT16", "FLOAT"}  # fp16 weights with fp32 islands (wo, feed-forward adapters)
     report = verify(folder)
@@ -93,7 +94,7 @@ def test_fp16_export_runs_on_onnx_runtime_cpu_and_verifies(exported, tmp_path):
 
 def test_bf16_export_keeps_the_fp32_interface_and_is_not_claimed_verified_on_cpu(exported, tmp_path):
     run, fp32_folder = exported
-    folder = export_onnx(run, "rte", head="both", output=tmp_path / "bf16", precision="bf16")
+    folder = export_onnx(run, task="rte", head="both", output=tmp_path / "bf16", precision="bf16")
     fp32_spec = json.loads((fp32_folder / IO_SPEC_FILE).read_text())
     bf16_spec = json.loads((folder / IO_SPEC_FILE).read_text())
     for graph, sides in fp32_spec.items():  # same names and axes; only float dtypes differ

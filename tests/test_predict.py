@@ -17,12 +17,15 @@ from safetensors.torch import load_file, save_file
 from conftest import reseal
 from typer.testing import CliRunner
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
 from hyperexport.data.collate import collate
 from hyperexport.data.splits import task_split
 from hyperexport.errors import UserError
 from hyperexport.materialize import materialize
-from hyperexport.export.onnx import CLASSIFY_FILE, export_onnx, label_token_ids
+from hyperexport.contracts.names import CLASSIFY_GRAPH
+from hyperexport.export.classify import label_token_ids
+from hyperexport.export.onnx import export_onnx
 from hyperexport.runtime.predict import label_results, predict, read_examples
 from hyperexport.recipe.schema import load_recipe
 from hyperexport.model.trained import load_run
@@ -40,7 +43,7 @@ def perturb_backbone(run: Path, seed: int = 3, scale: float = 0.5) -> None:
     """Seeded noise on the run's frozen random backbone. The untrained tiny model gives every demo
     example the same label and an empty generation; with this noise (seed 3) its labels and greedy
     strings differ between examples, so the argmax and generation checks compare more than a constant."""
-    path = run / artifacts.BACKBONE_DIR / "model.safetensors"
+    path = run / names.BACKBONE_DIR / "model.safetensors"
     generator = torch.Generator().manual_seed(seed)
     save_file({name: t + scale * t.std() * torch.randn(t.shape, generator=generator) if t.numel() > 1 else t
                for name, t in load_file(path).items()}, path)
@@ -54,9 +57,9 @@ def exports(tmp_path_factory):
     perturb_backbone(run)  # before materialize: every later stage reads the same weights
     materialize(run, ["rte", "sst2"])
     return run, {
-        "rte": export_onnx(run, "rte", head="both", output=root / "exports" / "rte"),
-        "rte-generate": export_onnx(run, "rte", head="generate", output=root / "exports" / "rte-generate"),
-        "sst2": export_onnx(run, "sst2", head="classify", output=root / "exports" / "sst2"),
+        "rte": export_onnx(run, task="rte", head="both", output=root / "exports" / "rte"),
+        "rte-generate": export_onnx(run, task="rte", head="generate", output=root / "exports" / "rte-generate"),
+        "sst2": export_onnx(run, task="sst2", head="classify", output=root / "exports" / "sst2"),
     }
 
 
@@ -91,7 +94,7 @@ def test_classify_labels_are_the_argmax_of_onnx_and_of_the_hypernetwork_model(ex
     loaded, raw, batch = demo
     results = predict(folders["rte"], raw)  # extra keys (label) are ignored
     labels = json.loads((folders["rte"] / "task.json").read_text())["labels"]
-    session = ort.InferenceSession(str(folders["rte"] / CLASSIFY_FILE), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folders["rte"] / CLASSIFY_GRAPH), providers=["CPUExecutionProvider"])
     onnx_scores = session.run(["scores"], {"input_ids": batch["input_ids"].numpy(),
                                            "attention_mask": batch["attention_mask"].numpy()})[0]
     torch_scores = hypernetwork_label_scores(loaded, batch, labels).numpy()
@@ -120,7 +123,7 @@ def test_generate_export_predicts_the_hypernetwork_models_greedy_strings(exports
     results = predict(folders["rte-generate"], raw, batch_size=5)  # batches of 5, 5, 5, 1
     assert results == [{"index": i, "label": text} for i, text in enumerate(expected)]
     assert len(set(expected)) > 1 and any(expected)  # differing, non-empty strings: the check is not vacuous
-    artifacts.check_manifest(folders["rte-generate"])  # the folder was only read
+    sealing.unseal(folders["rte-generate"], "export")  # the folder was only read
 
 
 def test_cli_prints_json_and_a_table_and_warns_on_stderr(exports, tmp_path):
@@ -180,7 +183,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(exports, tmp_path, args, con
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fill(message, names) in lines[0]
     assert result.stdout == "" and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
-    artifacts.check_manifest(folders["rte"])
+    sealing.unseal(folders["rte"], "export")
 
 
 def test_regression_takes_the_grid_value_with_the_highest_score_not_the_expectation():

@@ -22,7 +22,8 @@ from conftest import TINY_RECIPE, reseal
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
 from hyperexport.interop.hyperformer import import_hyperformer
 from hyperexport.materialize import materialize
 from hyperexport.export.onnx import export_onnx
@@ -51,7 +52,7 @@ def build_world(root: Path) -> dict[str, Path]:
     recipe = load_recipe(TINY_RECIPE)
     run = train(recipe, output=root / "runs" / "tiny", progress_bar=False)
     materialize(run, ["rte"])
-    export = export_onnx(run, "rte", head="classify", output=root / "exports" / "rte")
+    export = export_onnx(run, task="rte", head="classify", output=root / "exports" / "rte")
     partial = train(recipe, output=root / "unfinished" / "tiny", stop_after=4, progress_bar=False)
     (root / "demo.yaml").write_text(tiny_text(("config: t5-test ", "config: t5-demo "), ("max_steps: 8", "max_steps: 1")))
     other = train(load_recipe(root / "demo.yaml"), output=root / "runs" / "other", progress_bar=False)
@@ -74,13 +75,13 @@ def write_recipe(*replacements):
 
 def truncated_run_weights(world, tmp):
     copy_run(world, tmp)
-    path = tmp / "run" / artifacts.WEIGHTS_FILE
+    path = tmp / "run" / names.WEIGHTS_FILE
     path.write_bytes(path.read_bytes()[:1000])
 
 
 def non_finite_run(world, tmp):
     copy_run(world, tmp, tasks=False)  # a run whose training diverged: consistent, but NaN inside
-    path = tmp / "run" / artifacts.WEIGHTS_FILE
+    path = tmp / "run" / names.WEIGHTS_FILE
     tensors = load_file(path)
     name = sorted(tensors)[0]
     tensors[name][..., 0] = float("nan")
@@ -94,7 +95,7 @@ def copy_partial(world, tmp):
 
 def truncated_checkpoint(world, tmp):
     copy_partial(world, tmp)
-    path = tmp / "tiny.partial" / artifacts.CHECKPOINT_DIR / "trainable.safetensors"
+    path = tmp / "tiny.partial" / names.CHECKPOINT_DIR / "trainable.safetensors"
     path.write_bytes(path.read_bytes()[:100])
 
 
@@ -136,7 +137,7 @@ def verified_export(report: dict, edit: Callable[[bytes], bytes] = lambda data: 
     """A copy of the export with `report` as its parity_report.json (as if verify had written it)."""
     def setup(world, tmp):
         copy_export(edit)(world, tmp)
-        (tmp / "export" / artifacts.PARITY_REPORT_FILE).write_text(json.dumps(report))
+        (tmp / "export" / names.PARITY_REPORT_FILE).write_text(json.dumps(report))
     return setup
 
 
@@ -370,7 +371,7 @@ def names_of(world, tmp: Path | None = None) -> dict:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): artifacts.sha256_file(p) if p.is_file() else "dir"
+    return {p.relative_to(folder).as_posix(): sealing.sha256_file(p) if p.is_file() else "dir"
             for p in sorted(folder.rglob("*"))}
 
 
@@ -430,7 +431,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(world, tmp_path):
         assert_one_line_error(result, FULL_DISK[command])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no runs/, no exports/, no temporaries
     assert not (run / "tasks").exists() or not any((run / "tasks").iterdir())
-    artifacts.check_manifest(run, "train")
+    sealing.unseal(run, "train")
 
 
 DENIED = {"EPERM": "Operation not permitted (EPERM)", "EACCES": "Permission denied (EACCES)"}
@@ -478,10 +479,10 @@ def test_an_unwritable_output_folder_is_one_line_and_leaves_nothing(world, tmp_p
     shutil.rmtree(tmp_path / "locked")
     shutil.copytree(world["export"], tmp_path / "locked")  # verify writes its report into the export
     with unwritable(tmp_path / "locked", exists=True):
-        result = runner.invoke(app, ["verify", "locked"])
+        result = runner.invoke(app, ["verify", "locked", "--run", str(world["run"])])
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == "error: " + UNWRITABLE["verify"].replace("{denied}", denied)
-    artifacts.check_manifest(tmp_path / "locked", "export")
+    sealing.unseal(tmp_path / "locked", "export")
 
 
 # ---- the doc's table says what the tests check --------------------------------------------------------

@@ -3,10 +3,14 @@ an NVIDIA GPU with the tensorrt package (marked gpu/trt, skipped elsewhere with 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import json
 
 import numpy as np
 import pytest
+
+from hyperexport.contracts.export import ExportFolder
 import torch
 from conftest import tiny_rte_export
 from typer.testing import CliRunner
@@ -52,7 +56,7 @@ def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
 
 
 def test_a_plan_from_the_same_tensorrt_and_gpu_is_accepted():
-    check_plan_compatible("exports/rte/tensorrt", BUILT, {k: v for k, v in BUILT.items() if k != "task"})
+    check_plan_compatible("exports/rte/tensorrt", SimpleNamespace(**BUILT), {k: v for k, v in BUILT.items() if k != "task"})
 
 
 @pytest.mark.parametrize("fact, value", [("tensorrt_version", "11.4.0.106"), ("compute_capability", "8.0"),
@@ -60,7 +64,7 @@ def test_a_plan_from_the_same_tensorrt_and_gpu_is_accepted():
 def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
     here = {**BUILT, fact: value}
     with pytest.raises(UserError) as error:
-        check_plan_compatible("exports/rte/tensorrt", BUILT, here)
+        check_plan_compatible("exports/rte/tensorrt", SimpleNamespace(**BUILT), here)
     message = str(error.value)
     assert "holds plans built with TensorRT 10.15.1.29 on NVIDIA H100 80GB HBM3 (sm 9.0)" in message
     assert value in message and "hyperexport export --task rte --format tensorrt --overwrite" in message
@@ -68,7 +72,7 @@ def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
 
 def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_without_plans):
     """The runner splits batches larger than the profile; checked with ONNX Runtime on the source graphs."""
-    from hyperexport.export.onnx import CLASSIFY_FILE
+    from hyperexport.contracts.names import CLASSIFY_GRAPH
     from hyperexport.verify.runners import OnnxRuntimeRunner, ParityInputs
     from hyperexport.runtime.tensorrt import infer_in_chunks
 
@@ -78,7 +82,7 @@ def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_witho
     mask[3, 5:] = 0
     inputs = ParityInputs(input_ids, mask, torch.randint(3, 300, (7, 3), generator=generator),
                           torch.tensor([[50, 1], [51, 1]]), 3)
-    with OnnxRuntimeRunner(engine_folder_without_plans / "onnx", CLASSIFY_FILE) as runner:
+    with OnnxRuntimeRunner(engine_folder_without_plans / "onnx", CLASSIFY_GRAPH) as runner:
         whole = runner.infer(inputs)
         chunked = infer_in_chunks(runner.infer, inputs, 3, 0)
     assert set(chunked) == {"scores", "logits", "tokens"}
@@ -113,7 +117,8 @@ def engine_folder_without_plans(tmp_path_factory):
     the source ONNX export under onnx/, the task files, and a manifest written by hand."""
     import shutil
 
-    from hyperexport.contracts import publish as artifacts
+    from hyperexport.contracts.export import ExportManifest, IoSpec, write_export_manifest
+    from hyperexport.contracts.manifest import relative_path
     from hyperexport.export.tensorrt.profiles import ShapeRanges, graph_profiles
 
     root = tmp_path_factory.mktemp("engine-folder")
@@ -124,10 +129,10 @@ def engine_folder_without_plans(tmp_path_factory):
         copy = shutil.copytree if (onnx_folder / name).is_dir() else shutil.copy
         copy(onnx_folder / name, folder / name)
     ranges = ShapeRanges.from_flags("1:4:16", "2:32:64")
-    spec = json.loads((onnx_folder / "io_spec.json").read_text())
-    artifacts.write_manifest(folder, "export", format="tensorrt", head="both", precision="fp32", task="rte",
-                             **{k: v for k, v in BUILT.items() if k != "task"}, profile_ranges=ranges.as_dict(),
-                             profiles=graph_profiles(spec, ranges), source_run=str(run))
+    write_export_manifest(folder, ExportManifest(
+        format="tensorrt", head="both", precision="fp32", opset=18, task="rte", source_task_sha256={},
+        **{k: v for k, v in BUILT.items() if k != "task"}, profile_ranges=ranges.as_dict(),
+        profiles=graph_profiles(IoSpec.read(onnx_folder), ranges), source_run=relative_path(run, folder)))
     return folder
 
 
@@ -142,8 +147,7 @@ def test_verify_of_an_engine_folder_without_gpu_is_one_line_exit_2_and_writes_no
 def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(engine_folder_without_plans):
     from hyperexport.export.tensorrt.compat import export_compatibility
 
-    manifest = json.loads((engine_folder_without_plans / "manifest.json").read_text())
-    report = export_compatibility(engine_folder_without_plans, manifest)
+    report = export_compatibility(ExportFolder.open(engine_folder_without_plans))
     assert report["passed"] and report["tensorrt_operator_list"] == "10.15"
     assert report["profile_ranges"] == {"batch": [1, 4, 16], "seq": [2, 32, 64]}
 
@@ -199,7 +203,7 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
 
     from conftest import reseal
 
-    from hyperexport.export.tensorrt.build import plan_name
+    from hyperexport.contracts.names import plan_name
 
     foreign = tmp_path / "foreign"
     shutil.copytree(engine_folder_without_plans, foreign)
@@ -212,7 +216,7 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
         "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
     before = sorted(p.name for p in foreign.iterdir())
     for args in (["predict", str(foreign), '{"sentence1": "a", "sentence2": "b"}'], ["verify", str(foreign)],
-                 ["bench", "--run", manifest["source_run"], "--task", "rte", "--tensorrt", str(foreign)]):
+                 ["bench", "--run", str(ExportFolder.open(foreign).source_run), "--task", "rte", "--tensorrt", str(foreign)]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, (args, result.output, result.exception)
         assert result.stderr.strip() == "error: " + FOREIGN_PLAN.replace("{tmp}", str(tmp_path)), args
@@ -227,7 +231,7 @@ def engines(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("engines")
     run, onnx_folder = tiny_rte_export(root)
-    built = {precision: export_tensorrt(run, "rte", precision=precision, batch="1:4:16", seq="2:32:64",
+    built = {precision: export_tensorrt(run, task="rte", precision=precision, batch="1:4:16", seq="2:32:64",
                                         output=root / "exports" / "rte" / f"tensorrt-{precision}", progress=False)
              for precision in ("fp32", "bf16")}
     return run, onnx_folder, built

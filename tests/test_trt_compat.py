@@ -3,10 +3,14 @@ exported graphs and on graphs built to fail it."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import json
 
 import onnx
 import pytest
+
+from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
 from conftest import tiny_rte_export
 from hypothesis import given
 from hypothesis import strategies as st
@@ -59,9 +63,9 @@ def test_seq_max_must_leave_room_for_a_past():
 
 
 def test_profiles_cover_every_input_of_every_exported_graph_consistently(exported):
-    spec = json.loads((exported / "io_spec.json").read_text())
+    spec = IoSpec.read(exported)
     profiles = graph_profiles(spec, ShapeRanges.from_flags("2:4:16", "3:32:128"))
-    assert set(profiles) == set(spec) == {"classify_model.onnx", "encoder_model.onnx", "decoder_model.onnx",
+    assert set(profiles) == set(spec.graphs) == {"classify_model.onnx", "encoder_model.onnx", "decoder_model.onnx",
                                           "decoder_with_past_model.onnx"}
     assert profiles["encoder_model.onnx"]["input_ids"] == {"min": [2, 3], "opt": [4, 32], "max": [16, 128]}
     assert profiles["classify_model.onnx"]["attention_mask"] == {"min": [2, 3], "opt": [4, 32], "max": [16, 128]}
@@ -78,16 +82,16 @@ def test_profiles_cover_every_input_of_every_exported_graph_consistently(exporte
 
 
 def test_the_seq_range_must_fit_the_tasks_sources_and_generations():
-    facts = {"max_source_length": 64, "max_new_tokens": 2}
+    facts = SimpleNamespace(max_source_length=64, max_new_tokens=2)
     check_task_fits(ShapeRanges.from_flags("1:8:32", "1:32:64"), facts)
     with pytest.raises(UserError, match="--seq max 48 is below the task's max_source_length 64: use --seq 1:32:64"):
         check_task_fits(ShapeRanges.from_flags("1:8:32", "1:32:48"), facts)
     with pytest.raises(UserError, match="leaves no room for 8 generated tokens: raise it to at least 9"):
-        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"), {"max_source_length": 4, "max_new_tokens": 8})
+        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"), SimpleNamespace(max_source_length=4, max_new_tokens=8))
 
 
 def test_an_axis_no_flag_covers_is_refused():
-    spec = {"g.onnx": {"inputs": [{"name": "x", "dtype": "float", "shape": ["batch_size", "frames"]}], "outputs": []}}
+    spec = IoSpec({"g.onnx": GraphIo(inputs=(TensorSpec("x", "float", ("batch_size", "frames")),), outputs=())})
     with pytest.raises(UserError, match="g.onnx input x has dimension 'frames' that no profile covers"):
         graph_profiles(spec, ShapeRanges.from_flags())
 
@@ -129,11 +133,10 @@ def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(run_and_export, tm
     from hyperexport.export.onnx import export_onnx
     from hyperexport.serve.triton_config import check_model_config, model_config
 
-    folder = export_onnx(run_and_export[0], "rte", head="both", output=tmp_path / "bf16", precision="bf16")
+    folder = export_onnx(run_and_export[0], task="rte", head="both", output=tmp_path / "bf16", precision="bf16")
     assert check_export(folder, ShapeRanges.from_flags())["passed"]
-    spec = json.loads((folder / "io_spec.json").read_text())
-    past = spec["decoder_with_past_model.onnx"]
-    assert {i["dtype"] for i in past["inputs"] if i["name"].startswith("past_key_values.")} == {"bfloat16"}
+    past = IoSpec.read(folder).graphs["decoder_with_past_model.onnx"]
+    assert {i.dtype for i in past.inputs if i.name.startswith("past_key_values.")} == {"bfloat16"}
     text = model_config("rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8)
     assert "TYPE_BF16" in text
     assert check_model_config(text, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []

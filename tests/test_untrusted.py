@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY_RECIPE, reseal
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import names
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import load_recipe
 from hyperexport.training.loop import train
@@ -66,8 +66,8 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_without_running(tmp_path):
     recipe = load_recipe(TINY_RECIPE)
     partial = train(recipe, output=tmp_path / "tiny", stop_after=4, progress_bar=False)
     marker = tmp_path / "payload-ran"
-    torch.save({"optimizer": Payload(marker)}, partial / artifacts.CHECKPOINT_DIR / "state.pt")
-    reseal(partial / artifacts.CHECKPOINT_DIR)  # a sha256 is no signature: whoever edits can rewrite it
+    torch.save({"optimizer": Payload(marker)}, partial / names.CHECKPOINT_DIR / "state.pt")
+    reseal(partial / names.CHECKPOINT_DIR)  # a sha256 is no signature: whoever edits can rewrite it
     with pytest.raises(UserError, match=r"cannot read .*state.pt: Weights only load failed"):
         train(recipe, output=tmp_path / "tiny", resume=True, progress_bar=False)
     assert not marker.exists()

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 from conftest import reseal, tiny_rte_export
 from typer.testing import CliRunner
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx
 from hyperexport.verify.parity import verify
 from hyperexport_cli.main import app
@@ -27,14 +28,14 @@ def test_verify_passes_and_writes_the_report(exported):
     run, folder = exported
     report = verify(folder)
     assert report["passed"] and report["run"] == str(run)
-    assert json.loads((folder / artifacts.PARITY_REPORT_FILE).read_text()) == report
+    assert json.loads((folder / names.PARITY_REPORT_FILE).read_text()) == report
     seen = {(c["inputs"], c["runner"], c["output"]) for c in report["comparisons"]}
     for inputs in ("evaluation", "random"):
         for runner_name in ("torch_folded", "onnxruntime"):
             assert {(inputs, runner_name, o) for o in ("logits", "scores", "tokens")} <= seen
     assert all(c["max_abs_diff"] <= c["tolerance"] for c in report["comparisons"])
     assert {m["head"] for m in report["metrics"]} == {"classify", "generate"}
-    artifacts.check_manifest(folder)  # the report does not count as tampering
+    sealing.unseal(folder, "export")  # the report does not count as tampering
 
 
 def test_verify_cli_exit_codes(exported, tmp_path):
@@ -44,9 +45,9 @@ def test_verify_cli_exit_codes(exported, tmp_path):
 
     drifted = tmp_path / "drifted"  # the run changed after the export: the export no longer matches it
     shutil.copytree(run, drifted)
-    tensors = load_file(drifted / artifacts.WEIGHTS_FILE)
+    tensors = load_file(drifted / names.WEIGHTS_FILE)
     tensors["generators.encoder.ln_bias.bias"] += 0.5
-    save_file(tensors, drifted / artifacts.WEIGHTS_FILE)
+    save_file(tensors, drifted / names.WEIGHTS_FILE)
     reseal(drifted)  # a consistent run, just not the one the export came from
     failed = runner.invoke(app, ["verify", str(folder), "--run", str(drifted), "--json"])
     assert failed.exit_code == 1, failed.stderr
@@ -70,7 +71,7 @@ def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
     from hyperexport.verify.parity import TOLERANCES
 
     run, _ = exported
-    folder = export_onnx(run, "rte", head="both", output=tmp_path / "int8", precision="int8")
+    folder = export_onnx(run, task="rte", head="both", output=tmp_path / "int8", precision="int8")
     report = verify(folder)
     assert report["precision"] == "int8" and report["passed"]
     onnx_rows = [c for c in report["comparisons"] if c["runner"] == "onnxruntime"]
@@ -91,7 +92,7 @@ def test_verify_accepts_an_export_whose_manifest_predates_a_backbone_field(expor
     run, folder = exported
     older = tmp_path / "older"
     shutil.copytree(folder, older)
-    manifest = json.loads((older / artifacts.MANIFEST_FILE).read_text())
+    manifest = json.loads((older / names.MANIFEST_FILE).read_text())
     del manifest["backbone"]["legacy_cross_attention_bias"]
-    (older / artifacts.MANIFEST_FILE).write_text(json.dumps(manifest))
-    assert verify(older)["passed"]
+    (older / names.MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert verify(older, run)["passed"]  # a copy elsewhere: its relative source_run points nowhere

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts.names import CLASSIFY_GRAPH, GENERATE_GRAPHS, plan_name
+from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import UserError
 
 VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
@@ -127,14 +128,13 @@ def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | Non
             raise UserError(f"the run {loaded.path.name} has no tokenizer, which bench needs for the labels: "
                             "import it again with --tokenizer, or bench a --backbone shape")
         recipe, tokenizer, model, source = loaded.recipe, loaded.tokenizer, loaded.model, str(loaded.path)
-        saved = loaded.path / artifacts.BACKBONE_DIR
-        backbone_dir = saved if saved.is_dir() else None
+        backbone_dir = loaded.folder.backbone_dir
     else:
         from hyperexport.backbones import PRESETS
 
         if backbone not in PRESETS:
             raise UserError(f"unknown backbone '{backbone}': use one of {', '.join(sorted(PRESETS))}")
-        base = load_recipe(recipe_path or (artifacts.resolve_run(run) / artifacts.RECIPE_FILE if run else DEFAULT_RECIPE))
+        base = load_recipe(recipe_path or (RunFolder.resolve(run).recipe_file if run else DEFAULT_RECIPE))
         recipe = replace(base, backbone=replace(base.backbone, config=backbone, pretrained=None))
         if recipe.backbone.tokenizer not in (BYTE_TOKENIZER, DEMO_WORD_TOKENIZER):  # random weights: the tokenizer only
             recipe = replace(recipe, backbone=replace(recipe.backbone, tokenizer=BYTE_TOKENIZER))  # sets label ids
@@ -144,7 +144,7 @@ def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | Non
     known = [t.name for t in recipe.tasks]
     if task not in known:
         raise UserError(f"task '{task}' is not in the recipe: its tasks are {', '.join(known)}")
-    from hyperexport.export.onnx import label_token_ids
+    from hyperexport.export.classify import label_token_ids
 
     spec = task_spec(next(t for t in recipe.tasks if t.name == task))
     return Subject(recipe, tokenizer, model, task, label_token_ids(tokenizer, list(spec.labels)),
@@ -160,7 +160,9 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
     from hyperexport.model.build import load_backbone
-    from hyperexport.export.onnx import CLASSIFY_FILE, export_classify_graph, export_generate_graphs, quantize_folder
+    from hyperexport.export.classify import export_classify_graph
+    from hyperexport.export.generate import export_generate_graphs
+    from hyperexport.export.quantize import quantize_folder
 
     def fresh():  # the model's backbone weights, without its hooks
         return load_backbone(subject.recipe.backbone, subject.recipe.train.seed, subject.backbone_dir).eval()
@@ -173,7 +175,7 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
         target = folder / f"{head}-{variant}"
         target.mkdir()
         if head == "classify":
-            export_classify_graph(module, subject.label_ids, target / CLASSIFY_FILE)
+            export_classify_graph(module, subject.label_ids, target / CLASSIFY_GRAPH)
         else:  # optimum's export leaves the model it traced changed (its encoder set up as a decoder)
             export_generate_graphs(copy.deepcopy(module), target)
         graphs[(head, variant)] = target
@@ -194,13 +196,10 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
 
 def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> None:
     """The engines as variant `tensorrt_<precision>` of every head they hold, and their plans' sizes."""
-    from hyperexport.runtime.generation import GENERATE_GRAPHS
-    from hyperexport.export.onnx import CLASSIFY_FILE
-    from hyperexport.export.tensorrt.build import plan_name
     from hyperexport.runtime.tensorrt import bench_functions
 
     name = f"{TENSORRT_VARIANT}_{engines.manifest['precision']}"
-    graphs = {"classify": [CLASSIFY_FILE], "generate": list(GENERATE_GRAPHS.values())}
+    graphs = {"classify": [CLASSIFY_GRAPH], "generate": list(GENERATE_GRAPHS.values())}
     for head, fn in bench_functions(engines, subject.task, subject.new_tokens).items():
         if head in variants:
             variants[head][name] = fn
@@ -209,7 +208,7 @@ def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> Non
 
 
 def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -> Callable:
-    from hyperexport.export.onnx import LabelScorer
+    from hyperexport.export.classify import LabelScorer
 
     hyper = subject.model
     backbone = hyper.backbone if hypernet else model
@@ -237,7 +236,6 @@ def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -
 def _onnxruntime_fn(folder: Path, head: str, new_tokens: int, threads: int) -> Callable:
     import onnxruntime as ort
 
-    from hyperexport.export.onnx import CLASSIFY_FILE
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -245,7 +243,7 @@ def _onnxruntime_fn(folder: Path, head: str, new_tokens: int, threads: int) -> C
     # threads would slow whichever variant runs next (PyTorch's OpenMP threads are passive in the CLI).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if head == "classify":
-        session = ort.InferenceSession(str(folder / CLASSIFY_FILE), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(folder / CLASSIFY_GRAPH), options, providers=["CPUExecutionProvider"])
         return lambda input_ids, attention_mask: session.run(
             ["scores"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
     from optimum.onnxruntime import ORTModelForSeq2SeqLM

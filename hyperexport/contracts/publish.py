@@ -1,20 +1,15 @@
-"""Artifact contracts shared by every stage: file names, atomic folder writes, manifests, runs/latest.
-
-One source of truth for the names of the files a run folder holds; every stage reads and writes them
-through these constants.
-"""
+"""Atomic writes: a file through a temporary sibling and a rename, a folder built beside its final place
+and published in one step (`building`), and write failures (a full disk, a read-only folder) as
+one-line `UserError`s. A killed command leaves the old result or none, never half of one."""
 
 from __future__ import annotations
 
 import ctypes
 import errno
 import functools
-import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -22,97 +17,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hyperexport.errors import UserError
-
-RECIPE_FILE = "recipe.yaml"
-WEIGHTS_FILE = "model.safetensors"  # trained tensors: hypernets, task embeddings, T5 layer norms
-BACKBONE_DIR = "backbone"  # a random-init backbone's frozen weights (absent for pretrained backbones)
-TOKENIZER_DIR = "tokenizer"
-METRICS_FILE = "metrics.json"
-MANIFEST_FILE = "manifest.json"
-CHECKPOINT_DIR = "checkpoint"  # resumable training state, inside the unfinished run folder
-PARTIAL_SUFFIX = ".partial"  # an unfinished run: runs/<name>.partial/
-LATEST_LINK = "latest"
-PARITY_REPORT_FILE = "parity_report.json"  # written into an export folder by `verify`, after its manifest
-TASKS_DIR = "tasks"  # materialized tasks inside a run folder (written after the run's manifest)
-
-# Per stage: the article and the fix in messages, what its manifest does not cover (added to the folder
-# later, or about to be deleted), and the command that makes one.
-_STAGES = {
-    "train": ("a", "train again", (f"{TASKS_DIR}/", f"{CHECKPOINT_DIR}/"), "hyperexport train"),
-    "materialize": ("a", "materialize the task again", (), "hyperexport materialize"),
-    "export": ("an", "export it again", (PARITY_REPORT_FILE,), "hyperexport export"),
-    "checkpoint": ("a", "train without --resume", (), "hyperexport train"),  # resume state in <run>.partial/
-}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder` (relative posix paths), the manifest itself excluded."""
-    return {
-        p.relative_to(folder).as_posix(): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_FILE
-    }
-
-
-def sealed_files(folder: Path, stage: str) -> dict[str, str]:
-    """`file_hashes` of the files a `stage` manifest covers."""
-    uncovered = _STAGES[stage][2]
-    return {name: digest for name, digest in file_hashes(folder).items() if not name.startswith(uncovered)}
-
-
-def check_manifest(folder: Path, stage: str = "export") -> dict:
-    """The manifest of a `stage` folder, after checking every file against its sha256 (tampering,
-    truncation); a folder written by another stage is refused first."""
-    article, again, _, make = _STAGES[stage]
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{folder} has no readable {MANIFEST_FILE}: is it {article} {stage} folder? "
-                        f"If so, {again}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise UserError(f"{folder / MANIFEST_FILE} is not a manifest (no file list): {again}")
-    if manifest.get("stage") != stage:
-        raise UserError(f"{folder} is not {article} {stage} folder (its manifest says {manifest.get('stage')!r}): "
-                        f"run `{make}` to make one")
-    found, expected = sealed_files(folder, stage), manifest["files"]
-    for name, digest in expected.items():
-        if found.get(name) != digest:
-            state = "is missing" if name not in found else "was changed (sha256 mismatch)"
-            raise UserError(f"{folder / name} {state} since it was written: {again}")
-    extra = sorted(set(found) - set(expected))
-    if extra:
-        raise UserError(f"{folder / extra[0]} is not in the manifest: remove it or {again}")
-    return manifest
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for name in ("hyperexport", "torch", "transformers", "accelerate", "safetensors", "onnx", "onnxruntime"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -128,18 +32,6 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def write_manifest(folder: Path, stage: str, **facts: Any) -> dict:
-    manifest = {
-        "stage": stage,
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        **facts,
-        "files": sealed_files(folder, stage),
-    }
-    write_json(folder / MANIFEST_FILE, manifest)
-    return manifest
 
 
 def temporary_sibling(final: Path) -> Path:
@@ -281,22 +173,8 @@ def remove_if_empty(folder: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def point_latest(runs_dir: Path, run_dir: Path) -> None:
-    """Atomically point runs/latest at `run_dir` (a relative symlink)."""
-    link = runs_dir / LATEST_LINK
-    tmp = runs_dir / f".{LATEST_LINK}.{uuid.uuid4().hex}"
-    os.symlink(os.path.relpath(run_dir, runs_dir), tmp)
+def point_link(link: Path, target: Path) -> None:
+    """Atomically point the symlink `link` at `target` (a relative link)."""
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}")
+    os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
-
-
-def resolve_run(run: str | Path | None) -> Path:
-    """A run folder, or runs/latest when none is given, its files checked against its manifest;
-    errors name the command that makes one."""
-    path = Path(run) if run is not None else Path("runs") / LATEST_LINK
-    if not path.exists():
-        hint = "run `hyperexport train` first" if run is None else "check the path, or run `hyperexport train`"
-        raise UserError(f"no run at {path}: {hint}")
-    if not (path / WEIGHTS_FILE).is_file() or not (path / RECIPE_FILE).is_file():
-        raise UserError(f"{path} is not a finished run (no {WEIGHTS_FILE} or {RECIPE_FILE}): run `hyperexport train`")
-    check_manifest(path, "train")  # every file as training wrote it (materialized tasks are checked on their own)
-    return path.resolve()

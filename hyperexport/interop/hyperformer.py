@@ -24,7 +24,10 @@ from pathlib import Path
 
 import torch
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
+from hyperexport.contracts import publish
+from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -254,7 +257,7 @@ def _recipe(settings: OriginalSettings, name: str, tokenizer: str | None):
     return recipe_from_dict({
         "name": name,
         "tasks": [{"name": task} for task in settings.tasks],
-        "backbone": {"config": f"{artifacts.BACKBONE_DIR}/{CONFIG_FILE}", "pretrained": None,
+        "backbone": {"config": f"{names.BACKBONE_DIR}/{CONFIG_FILE}", "pretrained": None,
                      "tokenizer": tokenizer or "none", "legacy_cross_attention_bias": True},
         "model": model,
         "data": {"max_source_length": settings.max_source_length, "max_target_length": settings.max_target_length},
@@ -284,19 +287,19 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
     from hyperexport.recipe.schema import recipe_to_dict
     from hyperexport.training.checkpoint import save_trainable
 
-    with artifacts.building(destination) as tmp:
-        model.backbone.save_pretrained(tmp / artifacts.BACKBONE_DIR)  # legacy cross-attention table included
-        save_trainable(model, tmp / artifacts.WEIGHTS_FILE)
+    with publish.building(destination) as tmp:
+        model.backbone.save_pretrained(tmp / names.BACKBONE_DIR)  # legacy cross-attention table included
+        save_trainable(model, tmp / names.WEIGHTS_FILE)
         plain = recipe_to_dict(recipe)
-        plain["backbone"]["config"] = f"{artifacts.BACKBONE_DIR}/{CONFIG_FILE}"  # relative: the run may move
-        (tmp / artifacts.RECIPE_FILE).write_text(yaml.safe_dump(plain, sort_keys=False))
+        plain["backbone"]["config"] = f"{names.BACKBONE_DIR}/{CONFIG_FILE}"  # relative: the run may move
+        (tmp / names.RECIPE_FILE).write_text(yaml.safe_dump(plain, sort_keys=False))
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / artifacts.TOKENIZER_DIR)
-        artifacts.write_manifest(tmp, "train", origin="import-hyperformer", recipe=recipe.name,
-                                 variant=recipe.model.variant,
-                                 tasks=list(model.task_names), source_checkpoint=str(weights_path.resolve()),
-                                 source_checkpoint_sha256=artifacts.sha256_file(weights_path),
-                                 original_arguments=settings.__dict__ | {"tasks": list(settings.tasks)},
-                                 parameters=count_parameters(model))
-    artifacts.point_latest(destination.parent, destination)
+            tokenizer.save_pretrained(tmp / names.TOKENIZER_DIR)
+        write_run_manifest(tmp, RunManifest(
+            origin="import-hyperformer", recipe=recipe.name, variant=recipe.model.variant,
+            tasks=tuple(model.task_names), source_checkpoint=sealing.relative_path(weights_path, destination),
+            source_checkpoint_sha256=sealing.sha256_file(weights_path),
+            original_arguments=settings.__dict__ | {"tasks": list(settings.tasks)},
+            parameters=count_parameters(model)))
+    publish.point_link(destination.parent / names.LATEST_LINK, destination)
     return destination

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hyperexport.contracts.names import GENERATE_GRAPHS
+
 GraphInfer = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
-GENERATE_GRAPHS = {"encoder": "encoder_model.onnx", "decoder": "decoder_model.onnx",
-                   "decoder_with_past": "decoder_with_past_model.onnx"}
 PRESENT, PAST = "present.", "past_key_values."
 
 

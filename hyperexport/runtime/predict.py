@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts.export import ExportFolder
+from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
+from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
-from hyperexport.materialize import TASK_FILE
 from hyperexport.model.build import load_tokenizer
-from hyperexport.export.onnx import CLASSIFY_FILE, ENCODER_FILE
-from hyperexport.verify.runners import onnxruntime_provider
 from hyperexport.tasks.registry import template_fields
-from hyperexport.export.tensorrt.build import plan_name
+from hyperexport.verify.runners import onnxruntime_provider
 
 BATCH_SIZE = 16
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
@@ -43,44 +42,40 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     """
     if sum(source is not None for source in (examples, text, input_file)) != 1:
         raise UserError(_ONE_SOURCE)
-    folder, facts, provider = open_export(export_dir)
+    export, provider = open_export(export_dir)
+    folder, facts = export.path, export.facts
     if examples is not None:
-        rows = _examples_from_list(examples, facts["task"], template_fields(facts["template"]))
+        rows = _examples_from_list(examples, facts.task, template_fields(facts.template))
     else:
-        rows = read_examples(facts["task"], facts["template"], text, input_file)
-    sources = [facts["template"].format(**row) for row in rows]
-    if not (folder / artifacts.TOKENIZER_DIR).is_dir():
+        rows = read_examples(facts.task, facts.template, text, input_file)
+    sources = [facts.template.format(**row) for row in rows]
+    if export.tokenizer_dir is None:
         raise UserError(f"{folder} has no tokenizer (its run was imported without one): import the checkpoint "
                         "again with --tokenizer, then materialize and export")
-    tokenizer = load_tokenizer(str(folder / artifacts.TOKENIZER_DIR))
-    warn_truncated(tokenizer, sources, facts["max_source_length"])
-    if (folder / plan_name(CLASSIFY_FILE)).is_file() or (folder / plan_name(ENCODER_FILE)).is_file():
-        return _tensorrt(folder, tokenizer, sources, facts, batch_size)
-    if (folder / CLASSIFY_FILE).is_file():
+    tokenizer = load_tokenizer(str(export.tokenizer_dir))
+    warn_truncated(tokenizer, sources, facts.max_source_length)
+    if export.is_engine:
+        return _tensorrt(export, tokenizer, sources, facts, batch_size)
+    if export.has(CLASSIFY_GRAPH):
         return _classify(folder, provider, tokenizer, sources, facts, batch_size)
     return _generate(folder, provider, tokenizer, sources, facts, batch_size)
 
 
-def open_export(export_dir: str | Path) -> tuple[Path, dict, str | None]:
-    """The export folder, its task facts and the ONNX Runtime provider that runs it here (None for an
-    engine folder), after checking every file against the manifest."""
-    folder = Path(export_dir)
-    if not (folder / artifacts.MANIFEST_FILE).is_file():
-        raise UserError(f"no export at {folder}: {_EXPORT_HINT}")
-    manifest = artifacts.check_manifest(folder, stage="export")  # also refuses a folder of another stage
-    if manifest.get("format") not in ("onnx", "tensorrt"):
-        raise UserError(f"{folder} is a {manifest.get('format')} export; predict runs onnx and tensorrt exports: "
-                        "run `hyperexport export --task <task> --format onnx`")
-    graphs = (CLASSIFY_FILE, ENCODER_FILE) if manifest["format"] == "onnx" else tuple(map(plan_name, (CLASSIFY_FILE, ENCODER_FILE)))
-    if not any((folder / graph).is_file() for graph in graphs):
-        raise UserError(f"{folder} has neither {graphs[0]} nor {graphs[1]}: {_EXPORT_HINT}")
-    if manifest["format"] == "tensorrt":  # the plans run on TensorRT, not ONNX Runtime
-        return folder, json.loads((folder / TASK_FILE).read_text()), None
-    provider = onnxruntime_provider(manifest["precision"])
+def open_export(export_dir: str | Path) -> tuple[ExportFolder, str | None]:
+    """The export folder and the ONNX Runtime provider that runs it here (None for an engine folder),
+    after checking every file against the manifest."""
+    export = ExportFolder.open(export_dir)  # also refuses a folder of another stage
+    if not export.heads:
+        graphs = tuple(map(export.graph_file, (CLASSIFY_GRAPH, ENCODER_GRAPH)))
+        raise UserError(f"{export.path} has neither {graphs[0].name} nor {graphs[1].name}: {_EXPORT_HINT}")
+    if export.is_engine:  # the plans run on TensorRT, not ONNX Runtime
+        return export, None
+    precision = export.manifest.precision
+    provider = onnxruntime_provider(precision)
     if provider is None:
-        raise UserError(f"{folder} holds {manifest['precision']} graphs, which ONNX Runtime runs only on a GPU here: "
+        raise UserError(f"{export.path} holds {precision} graphs, which ONNX Runtime runs only on a GPU here: "
                         "install onnxruntime-gpu on a machine with an NVIDIA GPU, or export --precision fp32")
-    return folder, json.loads((folder / TASK_FILE).read_text()), provider
+    return export, provider
 
 
 # ---- reading examples -----------------------------------------------------------------------------
@@ -183,13 +178,13 @@ def _batches(tokenizer, sources: list[str], max_source_length: int, batch_size: 
                for key in ("input_ids", "attention_mask")}
 
 
-def _classify(folder: Path, provider: str, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
+def _classify(folder: Path, provider: str, tokenizer, sources: list[str], facts: TaskFacts, batch_size: int) -> list[dict]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(folder / CLASSIFY_FILE), providers=[provider])
+    session = ort.InferenceSession(str(folder / CLASSIFY_GRAPH), providers=[provider])
     scores = np.concatenate([session.run(["scores"], batch)[0] for batch in
-                             _batches(tokenizer, sources, facts["max_source_length"], batch_size, "np")])
-    return label_results(scores, facts["labels"])
+                             _batches(tokenizer, sources, facts.max_source_length, batch_size, "np")])
+    return label_results(scores, facts.labels)
 
 
 def label_results(scores: np.ndarray, labels: Sequence[str]) -> list[dict]:
@@ -203,32 +198,32 @@ def label_results(scores: np.ndarray, labels: Sequence[str]) -> list[dict]:
             for index, (row, probs) in enumerate(zip(scores, probabilities))]
 
 
-def _generate(folder: Path, provider: str, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
+def _generate(folder: Path, provider: str, tokenizer, sources: list[str], facts: TaskFacts, batch_size: int) -> list[dict]:
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
     model = ORTModelForSeq2SeqLM.from_pretrained(folder, use_cache=True, use_merged=False, provider=provider)
     texts: list[str] = []
-    for batch in _batches(tokenizer, sources, facts["max_source_length"], batch_size, "pt"):
-        out = model.generate(**batch, max_new_tokens=facts["max_new_tokens"], do_sample=False, num_beams=1)
+    for batch in _batches(tokenizer, sources, facts.max_source_length, batch_size, "pt"):
+        out = model.generate(**batch, max_new_tokens=facts.max_new_tokens, do_sample=False, num_beams=1)
         texts += [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
     return [{"index": index, "label": text} for index, text in enumerate(texts)]
 
 
-def _tensorrt(folder: Path, tokenizer, sources: list[str], facts: dict, batch_size: int) -> list[dict]:
+def _tensorrt(export: ExportFolder, tokenizer, sources: list[str], facts: TaskFacts, batch_size: int) -> list[dict]:
     """Classify or generate with an engine folder's plans (needs an NVIDIA GPU and tensorrt)."""
     from hyperexport.runtime.generation import greedy_generate
     from hyperexport.runtime.tensorrt import TensorRTEngines
 
-    with TensorRTEngines(folder) as engines:
-        batches = _batches(tokenizer, sources, facts["max_source_length"], min(batch_size, engines.max_batch), "np")
-        if engines.has(CLASSIFY_FILE):
-            scores = np.concatenate([engines.run(CLASSIFY_FILE, batch)["scores"] for batch in batches])
-            return label_results(scores, facts["labels"])
-        ids = json.loads((folder / "config.json").read_text())
+    with TensorRTEngines(export.path) as engines:
+        batches = _batches(tokenizer, sources, facts.max_source_length, min(batch_size, engines.max_batch), "np")
+        if engines.has(CLASSIFY_GRAPH):
+            scores = np.concatenate([engines.run(CLASSIFY_GRAPH, batch)["scores"] for batch in batches])
+            return label_results(scores, facts.labels)
+        ids = export.generation_ids
         texts: list[str] = []
         for batch in batches:
             tokens = greedy_generate(engines.graph_infer(), batch["input_ids"], batch["attention_mask"],
-                                     facts["max_new_tokens"], ids["decoder_start_token_id"], ids["eos_token_id"],
-                                     ids["pad_token_id"])
+                                     facts.max_new_tokens, ids.decoder_start_token_id, ids.eos_token_id,
+                                     ids.pad_token_id)
             texts += [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return [{"index": index, "label": text} for index, text in enumerate(texts)]

@@ -11,31 +11,30 @@ Inputs outside the engine's optimization profile are refused the same way (`chec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts.export import ExportFolder, ExportManifest
+from hyperexport.contracts.names import CLASSIFY_GRAPH, GENERATE_GRAPHS
 from hyperexport.errors import UserError
-from hyperexport.runtime.generation import GENERATE_GRAPHS, greedy_generate
-from hyperexport.export.onnx import CLASSIFY_FILE
+from hyperexport.export.tensorrt.build import require_tensorrt
+from hyperexport.runtime.generation import greedy_generate
 from hyperexport.verify.runners import ParityInputs
-from hyperexport.export.tensorrt.build import plan_name, require_tensorrt
 
 _PLAN_FACTS = ("tensorrt_version", "compute_capability", "gpu_name")
 
 
-def check_plan_compatible(folder: Path, manifest: dict, current: dict) -> None:
+def check_plan_compatible(folder: Path, manifest: ExportManifest, current: dict) -> None:
     """Refuse plans built with another TensorRT version or on another GPU model than `current`
     (`tensorrt_build.device_facts`)."""
-    different = [fact for fact in _PLAN_FACTS if str(manifest.get(fact)) != str(current.get(fact))]
+    different = [fact for fact in _PLAN_FACTS if str(getattr(manifest, fact)) != str(current.get(fact))]
     if different:
-        built = f"TensorRT {manifest.get('tensorrt_version')} on {manifest.get('gpu_name')} (sm {manifest.get('compute_capability')})"
+        built = f"TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} (sm {manifest.compute_capability})"
         here = f"TensorRT {current.get('tensorrt_version')} on {current.get('gpu_name')} (sm {current.get('compute_capability')})"
         raise UserError(f"{folder} holds plans built with {built}, but this machine has {here}: rebuild them here with "
-                        f"`hyperexport export --task {manifest.get('task', '<task>')} --format tensorrt --overwrite`")
+                        f"`hyperexport export --task {manifest.task} --format tensorrt --overwrite`")
 
 
 def check_in_profile(graph: str, name: str, shape: tuple[int, ...], profile: dict[str, list[int]]) -> None:
@@ -46,13 +45,13 @@ def check_in_profile(graph: str, name: str, shape: tuple[int, ...], profile: dic
                         "rebuild with wider --batch / --seq ranges")
 
 
-def open_engine_folder(export_dir: Path) -> dict:
-    """The manifest of an engine folder, after the hash check; refuses other formats."""
-    manifest = artifacts.check_manifest(Path(export_dir), "export")
-    if manifest.get("format") != "tensorrt":
-        raise UserError(f"{export_dir} is a {manifest.get('format')} export, not TensorRT engines: "
+def open_engine_folder(export_dir: Path) -> ExportFolder:
+    """An engine folder, after the hash check; refuses other formats."""
+    export = ExportFolder.open(export_dir)
+    if not export.is_engine:
+        raise UserError(f"{export_dir} is a {export.manifest.format} export, not TensorRT engines: "
                         "run `hyperexport export --task <task> --format tensorrt`")
-    return manifest
+    return export
 
 
 class TensorRTEngines:
@@ -62,7 +61,8 @@ class TensorRTEngines:
         from hyperexport.export.tensorrt.build import device_facts
 
         self.export_dir = Path(export_dir)
-        self.manifest = open_engine_folder(self.export_dir)
+        self.export = open_engine_folder(self.export_dir)
+        self.manifest = self.export.manifest
         self.trt = require_tensorrt()  # these two fail early, before any other runner (verify, bench) has run
         check_plan_compatible(self.export_dir, self.manifest, device_facts(self.trt))
         self.engines: dict = {}
@@ -70,10 +70,10 @@ class TensorRTEngines:
     def __enter__(self) -> "TensorRTEngines":
         trt = self.trt
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        for graph in self.manifest["profiles"]:
-            engine = runtime.deserialize_cuda_engine((self.export_dir / plan_name(graph)).read_bytes())
+        for graph in self.manifest.profiles or {}:
+            engine = runtime.deserialize_cuda_engine(self.export.graph_file(graph).read_bytes())
             if engine is None:
-                raise UserError(f"TensorRT could not load {self.export_dir / plan_name(graph)}: rebuild the engines")
+                raise UserError(f"TensorRT could not load {self.export.graph_file(graph)}: rebuild the engines")
             self.engines[graph] = (engine, engine.create_execution_context())
         return self
 
@@ -82,10 +82,10 @@ class TensorRTEngines:
 
     @property
     def max_batch(self) -> int:
-        return self.manifest["profile_ranges"]["batch"][2]
+        return self.manifest.max_batch or 1
 
     def has(self, graph: str) -> bool:
-        return graph in self.manifest["profiles"]
+        return graph in (self.manifest.profiles or {})
 
     def _torch_dtype(self, dtype):
         import torch
@@ -108,7 +108,7 @@ class TensorRTEngines:
             if name not in inputs:
                 raise UserError(f"{graph} needs input {name}")
             tensor = torch.as_tensor(np.ascontiguousarray(inputs[name]))
-            check_in_profile(graph, name, tuple(tensor.shape), self.manifest["profiles"][graph][name])
+            check_in_profile(graph, name, tuple(tensor.shape), (self.manifest.profiles or {})[graph][name])
             buffers[name] = tensor.to(device="cuda", dtype=self._torch_dtype(engine.get_tensor_dtype(name))).contiguous()
             context.set_input_shape(name, tuple(buffers[name].shape))
         for name in (n for n in names if not is_input[n]):
@@ -156,8 +156,8 @@ class TensorRTRunner:
     def __init__(self, export_dir: Path, classify_file: str):
         self.export_dir, self.classify_file = Path(export_dir), classify_file
         self.engines = TensorRTEngines(export_dir)
-        config = self.export_dir / "config.json"  # optimum's T5 config: decoder start, eos and pad token ids
-        self.config = json.loads(config.read_text()) if config.is_file() else {}
+        export = self.engines.export
+        self.ids = export.generation_ids if export.has(GENERATE_GRAPHS["encoder"]) else None
 
     def __enter__(self) -> "TensorRTRunner":
         self.engines.__enter__()
@@ -168,7 +168,7 @@ class TensorRTRunner:
 
     def infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         """The outputs for the whole batch, run in chunks of at most the profile's max batch."""
-        return infer_in_chunks(self._infer, inputs, self.engines.max_batch, self.config.get("pad_token_id", 0))
+        return infer_in_chunks(self._infer, inputs, self.engines.max_batch, self.ids.pad_token_id if self.ids else 0)
 
     def _infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         feeds = {"input_ids": inputs.input_ids.numpy(), "attention_mask": inputs.attention_mask.numpy()}
@@ -180,26 +180,27 @@ class TensorRTRunner:
             outputs["logits"] = self.engines.run(GENERATE_GRAPHS["decoder"], {
                 "input_ids": inputs.decoder_input_ids.numpy(), "encoder_hidden_states": hidden,
                 "encoder_attention_mask": feeds["attention_mask"]})["logits"]
+            assert self.ids is not None  # the encoder plan comes with the generate head's config
             outputs["tokens"] = greedy_generate(
                 self.engines.graph_infer(), feeds["input_ids"], feeds["attention_mask"], inputs.max_new_tokens,
-                self.config["decoder_start_token_id"], self.config["eos_token_id"], self.config["pad_token_id"])
+                self.ids.decoder_start_token_id, self.ids.eos_token_id, self.ids.pad_token_id)
         return outputs
 
 
 def bench_functions(engines: TensorRTEngines, task: str, new_tokens: int) -> dict[str, Callable]:
     """`bench`'s callables over open engines: {"classify": fn, "generate": fn}, each
     fn(input_ids, attention_mask) on torch tensors; generation makes exactly `new_tokens` tokens."""
-    if engines.manifest.get("task") != task:
-        raise UserError(f"{engines.export_dir} holds engines of task {engines.manifest.get('task')}, not {task}")
-    config = json.loads((engines.export_dir / "config.json").read_text()) if engines.has(GENERATE_GRAPHS["encoder"]) else {}
+    if engines.manifest.task != task:
+        raise UserError(f"{engines.export_dir} holds engines of task {engines.manifest.task}, not {task}")
+    ids = engines.export.generation_ids if engines.has(GENERATE_GRAPHS["encoder"]) else None
 
     def classify(input_ids, attention_mask):
-        return engines.run(CLASSIFY_FILE, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
+        return engines.run(CLASSIFY_GRAPH, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
 
     def generate(input_ids, attention_mask):
         return greedy_generate(engines.graph_infer(), input_ids.numpy(), attention_mask.numpy(), new_tokens,
-                               config["decoder_start_token_id"], config["eos_token_id"], config["pad_token_id"],
+                               ids.decoder_start_token_id, ids.eos_token_id, ids.pad_token_id,
                                min_new_tokens=new_tokens)
 
-    return {head: fn for head, fn, graph in (("classify", classify, CLASSIFY_FILE),
+    return {head: fn for head, fn, graph in (("classify", classify, CLASSIFY_GRAPH),
                                              ("generate", generate, GENERATE_GRAPHS["encoder"])) if engines.has(graph)}

@@ -11,10 +11,15 @@ protobuf cannot check.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from hyperexport.contracts.names import TRITON_MODEL_FILES
 from hyperexport.errors import UserError
 
+if TYPE_CHECKING:
+    from hyperexport.contracts.export import GraphIo, TensorSpec
+
 PLATFORMS = {"tensorrt": "tensorrt_plan", "onnx": "onnxruntime_onnx"}
-MODEL_FILES = {"tensorrt": "model.plan", "onnx": "model.onnx"}
 BATCH_AXIS = "batch_size"
 TRITON_DTYPES = {"float": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "double": "TYPE_FP64",
                  "int64": "TYPE_INT64", "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
@@ -22,35 +27,35 @@ TRITON_DTYPES = {"float": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE
 _GET_TRITONCLIENT = "pip install 'tritonclient[grpc]' (or pip install -e '.[deploy]')"
 
 
-def triton_dims(shape: list, where: str) -> list[int]:
+def triton_dims(shape: tuple[int | str, ...], where: str) -> list[int]:
     """The dims Triton wants with max_batch_size > 0: the batch axis left out, named axes -1."""
     if not shape or shape[0] != BATCH_AXIS:
         raise UserError(f"{where} has no leading batch_size axis (shape {shape}): Triton cannot batch it")
     return [dim if isinstance(dim, int) and dim > 0 else -1 for dim in shape[1:]]
 
 
-def _dtype(spec: dict, where: str) -> str:
-    if spec["dtype"] not in TRITON_DTYPES:
-        raise UserError(f"{where} has element type {spec['dtype']}, which Triton has no type for")
-    return TRITON_DTYPES[spec["dtype"]]
+def _dtype(spec: TensorSpec, where: str) -> str:
+    if spec.dtype not in TRITON_DTYPES:
+        raise UserError(f"{where} has element type {spec.dtype}, which Triton has no type for")
+    return TRITON_DTYPES[spec.dtype]
 
 
-def _tensors(kind: str, specs: list[dict], graph: str) -> str:
+def _tensors(kind: str, specs: tuple[TensorSpec, ...], graph: str) -> str:
     rows = []
     for spec in specs:
-        where = f"{graph} {kind} {spec['name']}"
-        dims = ", ".join(str(d) for d in triton_dims(spec["shape"], where))
-        rows.append(f'  {{\n    name: "{spec["name"]}"\n    data_type: {_dtype(spec, where)}\n    dims: [ {dims} ]\n  }}')
+        where = f"{graph} {kind} {spec.name}"
+        dims = ", ".join(str(d) for d in triton_dims(spec.shape, where))
+        rows.append(f'  {{\n    name: "{spec.name}"\n    data_type: {_dtype(spec, where)}\n    dims: [ {dims} ]\n  }}')
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
 
-def model_config(model_name: str, graph_spec: dict, graph: str, fmt: str, max_batch_size: int) -> str:
+def model_config(model_name: str, graph_spec: GraphIo, graph: str, fmt: str, max_batch_size: int) -> str:
     """config.pbtxt text for `graph` (its io-spec entry `graph_spec`) served as `model_name`."""
     if fmt not in PLATFORMS:
         raise UserError(f"unknown format '{fmt}': use tensorrt or onnx")
     text = (f'name: "{model_name}"\nplatform: "{PLATFORMS[fmt]}"\nmax_batch_size: {max_batch_size}\n'
-            f'default_model_filename: "{MODEL_FILES[fmt]}"\n'
-            + _tensors("input", graph_spec["inputs"], graph) + _tensors("output", graph_spec["outputs"], graph)
+            f'default_model_filename: "{TRITON_MODEL_FILES[fmt]}"\n'
+            + _tensors("input", graph_spec.inputs, graph) + _tensors("output", graph_spec.outputs, graph)
             + "dynamic_batching { }\n")
     if fmt == "tensorrt":  # the plan's single optimization profile (index 0)
         text += 'instance_group [\n  {\n    kind: KIND_GPU\n    count: 1\n    profile: [ "0" ]\n  }\n]\n'
@@ -67,7 +72,7 @@ def parse_model_config(text: str):
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
-def check_model_config(text: str, model_name: str, graph_spec: dict, graph: str, fmt: str,
+def check_model_config(text: str, model_name: str, graph_spec: GraphIo, graph: str, fmt: str,
                        max_batch_size: int) -> list[str]:
     """Problems of config.pbtxt `text` against the io spec (empty list: it matches)."""
     config = parse_model_config(text)  # first: a clear error when tritonclient is missing
@@ -80,15 +85,15 @@ def check_model_config(text: str, model_name: str, graph_spec: dict, graph: str,
         problems.append(f"platform is {config.platform!r}, not {PLATFORMS[fmt]!r}")
     if config.max_batch_size != max_batch_size:
         problems.append(f"max_batch_size is {config.max_batch_size}, not {max_batch_size}")
-    for kind, declared, specs in (("input", config.input, graph_spec["inputs"]),
-                                  ("output", config.output, graph_spec["outputs"])):
-        if [t.name for t in declared] != [s["name"] for s in specs]:
-            problems.append(f"{kind} names {[t.name for t in declared]} differ from the graph's {[s['name'] for s in specs]}")
+    for kind, declared, specs in (("input", config.input, graph_spec.inputs),
+                                  ("output", config.output, graph_spec.outputs)):
+        if [t.name for t in declared] != [s.name for s in specs]:
+            problems.append(f"{kind} names {[t.name for t in declared]} differ from the graph's {[s.name for s in specs]}")
             continue
         for tensor, spec in zip(declared, specs):
             dtype = model_config_pb2.DataType.Name(tensor.data_type)
-            if dtype != TRITON_DTYPES.get(spec["dtype"]):
-                problems.append(f"{kind} {tensor.name} is {dtype}, the graph's is {spec['dtype']}")
-            if list(tensor.dims) != triton_dims(spec["shape"], f"{graph} {kind} {tensor.name}"):
-                problems.append(f"{kind} {tensor.name} has dims {list(tensor.dims)}, the graph's shape is {spec['shape']}")
+            if dtype != TRITON_DTYPES.get(spec.dtype):
+                problems.append(f"{kind} {tensor.name} is {dtype}, the graph's is {spec.dtype}")
+            if list(tensor.dims) != triton_dims(spec.shape, f"{graph} {kind} {tensor.name}"):
+                problems.append(f"{kind} {tensor.name} has dims {list(tensor.dims)}, the graph's shape is {list(spec.shape)}")
     return problems

@@ -26,16 +26,18 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
+from hyperexport.contracts import publish
+from hyperexport.contracts.run import RunFolder, read_run_manifest, write_run_manifest
 from hyperexport.errors import UserError
 
 TUNE_CHOICES = ("embedding", "layer-norms", "hypernet")
-ADAPTED_DATA_DIR = "data"  # <run>/data/<task>/{train,validation,test}.jsonl
 EMBEDDING_KEY = "task_embeddings.weight"
 DEFAULT_STEPS = 200
 DEFAULT_LEARNING_RATE = 3e-2  # one 64-number vector drawn N(0, 1): it needs larger steps than the hypernet
@@ -68,11 +70,12 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
     from hyperexport.model.build import load_tokenizer
     from hyperexport.recipe.schema import load_recipe
 
-    run_dir = artifacts.resolve_run(run)
-    if not (run_dir / artifacts.TOKENIZER_DIR).is_dir():  # else the tokenizer's path would be looked up as a hub id
+    run_folder = RunFolder.resolve(run)
+    run_dir = run_folder.path
+    if run_folder.tokenizer_dir is None:  # else the tokenizer's path would be looked up as a hub id
         raise UserError(f"run {run_dir.name} has no tokenizer (it was imported without one), which adapt needs for "
                         "the examples' text: import the checkpoint again with --tokenizer")
-    recipe = load_recipe(run_dir / artifacts.RECIPE_FILE)
+    recipe = load_recipe(run_dir / names.RECIPE_FILE)
     destination = Path(output).resolve() if output is not None else run_dir
     _check_request(recipe, run_dir, task, init_from, tune, destination, overwrite, steps, shots, learning_rate)
     recipe_dict, new_recipe = _recipe_with_task(recipe, run_dir, destination,
@@ -82,14 +85,14 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
     extra = read_labelled_file(spec, Path(eval_data), "--eval-data") if eval_data is not None else None
     few = split_few_shot(spec, rows, extra, shots, seed, recipe.data.data_seed)
 
-    tokenizer = load_tokenizer(str(run_dir / artifacts.TOKENIZER_DIR))
-    trained = _read_trained(run_dir / artifacts.WEIGHTS_FILE)
-    names = [t.name for t in recipe.tasks]
+    tokenizer = load_tokenizer(str(run_dir / names.TOKENIZER_DIR))
+    trained = _read_trained(run_dir / names.WEIGHTS_FILE)
+    task_names = [t.name for t in recipe.tasks]
     task_data = few.task_data(spec)
     init_losses = None
     if init_from == AUTO_INIT:
-        init_from, init_losses = nearest_task(run_dir, recipe, trained, names, task_data.train, tokenizer)
-    init_row = initial_embedding(trained, names, init_from, seed)
+        init_from, init_losses = nearest_task(run_dir, recipe, trained, task_names, task_data.train, tokenizer)
+    init_row = initial_embedding(trained, task_names, init_from, seed)
     model = adaptation_model(run_dir, recipe, trained, task, init_row)
     trainable = set_trainable(model, tune)
     before = evaluate_new_task(model, tokenizer, task_data, recipe)
@@ -139,7 +142,7 @@ def _task_entry(task: str, template, labels, metric, label_field) -> dict:
     """The new task's recipe entry; a custom task (not in the registry) declares template and labels."""
     from hyperexport.tasks.registry import TASKS
 
-    entry = {"name": task, "source": "jsonl", "path": f"{ADAPTED_DATA_DIR}/{task}"}
+    entry = {"name": task, "source": "jsonl", "path": f"{names.ADAPTED_DATA_DIR}/{task}"}
     custom = {"template": template, "labels": labels, "metric": metric, "label_field": label_field}
     if task in TASKS:
         given = [f"--{key.replace('_', '-')}" for key, value in custom.items() if value is not None]
@@ -163,7 +166,7 @@ def _recipe_with_task(recipe, run_dir: Path, destination: Path, entry: dict):
 
     plain = recipe_to_dict(recipe)
     for task in plain["tasks"]:  # tasks adapted earlier keep paths relative to the run folder
-        if task["path"] is not None and Path(task["path"]).is_relative_to(run_dir / ADAPTED_DATA_DIR):
+        if task["path"] is not None and Path(task["path"]).is_relative_to(run_dir / names.ADAPTED_DATA_DIR):
             task["path"] = Path(task["path"]).relative_to(run_dir).as_posix()
     plain["tasks"].append(entry)
     return plain, recipe_from_dict(plain, base_dir=destination)
@@ -239,7 +242,7 @@ def split_few_shot(spec, rows: list[dict], eval_rows: list[dict] | None, shots: 
 def _data_facts(data, eval_data) -> dict:
     files = {"data": data, "eval_data": eval_data}
     return {key: None if path is None else {"path": str(Path(path).resolve()),
-                                            "sha256": artifacts.sha256_file(Path(path))}
+                                            "sha256": sealing.sha256_file(Path(path))}
             for key, path in files.items()}
 
 
@@ -286,7 +289,7 @@ def adaptation_model(run_dir: Path, recipe, trained: dict[str, torch.Tensor], ta
     the task's row. Its generators do not depend on the number of tasks, so the run's tensors fit."""
     from hyperexport.model.build import build_model
 
-    backbone_dir = run_dir / artifacts.BACKBONE_DIR
+    backbone_dir = run_dir / names.BACKBONE_DIR
     model = build_model(recipe, [task], backbone_dir if backbone_dir.is_dir() else None)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -395,32 +398,26 @@ def _write_run(run_dir: Path, destination: Path, recipe_dict: dict, new_recipe, 
     import yaml
     from safetensors.torch import save_file
 
-    from hyperexport.materialize import TASKS_DIR
     from hyperexport.params import parameter_report
 
-    tmp = artifacts.temporary_sibling(destination)
+    tmp = publish.temporary_sibling(destination)
     try:
         shutil.copytree(run_dir, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
         if drop_materialized:
-            shutil.rmtree(tmp / TASKS_DIR, ignore_errors=True)
-        data_dir = tmp / ADAPTED_DATA_DIR / task
+            shutil.rmtree(tmp / names.TASKS_DIR, ignore_errors=True)
+        data_dir = tmp / names.ADAPTED_DATA_DIR / task
         data_dir.mkdir(parents=True)
         for split in ("train", "validation", "test"):
             lines = [json.dumps(row, ensure_ascii=False) for row in getattr(few, split)]
             (data_dir / f"{split}.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        _replace_file(tmp / artifacts.WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
-        _replace_file(tmp / artifacts.RECIPE_FILE, lambda p: p.write_text(yaml.safe_dump(recipe_dict, sort_keys=False)))
-        manifest = _previous_manifest(run_dir)
+        _replace_file(tmp / names.WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+        _replace_file(tmp / names.RECIPE_FILE, lambda p: p.write_text(yaml.safe_dump(recipe_dict, sort_keys=False)))
+        manifest = read_run_manifest(run_dir)
         parameters = {k: v for k, v in parameter_report(new_recipe).items() if k not in ("recipe", "backbone", "variant")}
-        manifest.update(stage="train", versions=artifacts.library_versions(), git_commit=artifacts.git_commit(),
-                        tasks=[t.name for t in new_recipe.tasks], parameters=parameters,
-                        adapted_tasks={**manifest.get("adapted_tasks", {}), task: facts})
-        manifest.pop("files", None)
-        # the run's own files; materialized tasks under tasks/ carry their own manifests
-        manifest["files"] = {name: digest for name, digest in artifacts.file_hashes(tmp).items()
-                             if not name.startswith(f"{TASKS_DIR}/")}
-        _replace_file(tmp / artifacts.MANIFEST_FILE, lambda p: artifacts.write_json(p, manifest))
-        artifacts.replace_folder(tmp, destination)
+        # the run's own files are sealed; materialized tasks under tasks/ carry their own manifests
+        write_run_manifest(tmp, replace(manifest, tasks=tuple(t.name for t in new_recipe.tasks), parameters=parameters,
+                                        adapted_tasks={**manifest.adapted_tasks, task: facts}))
+        publish.replace_folder(tmp, destination)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -437,10 +434,3 @@ def _replace_file(path: Path, write) -> None:
     """Write `path` anew: the old name is unlinked first, so a hard-linked original is never touched."""
     path.unlink(missing_ok=True)
     write(path)
-
-
-def _previous_manifest(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / artifacts.MANIFEST_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}

@@ -18,11 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts import names
+from hyperexport.contracts import publish
 from hyperexport.errors import UserError
 
-TRAINABLE_FILE = "trainable.safetensors"
-STATE_FILE = "state.pt"
 
 
 @dataclass
@@ -40,7 +40,7 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model, path: Path) -> None:
-    artifacts.write_bytes(path, save(trainable_state(model)))  # bytes first: a failed write is an OSError
+    publish.write_bytes(path, save(trainable_state(model)))  # bytes first: a failed write is an OSError
 
 
 def load_trainable(model, path: Path) -> None:
@@ -75,23 +75,22 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, sampler, progress
     }
     buffer = io.BytesIO()  # torch.save to a file reports a full disk as a RuntimeError; bytes give an OSError
     torch.save(state, buffer)
-    with artifacts.building(folder) as tmp:
-        artifacts.write_bytes(tmp / TRAINABLE_FILE, save(trainable_state(model)))
-        artifacts.write_bytes(tmp / STATE_FILE, buffer.getvalue())
-        artifacts.write_json(tmp / artifacts.MANIFEST_FILE,
-                             {"stage": "checkpoint", "step": progress.step, "files": artifacts.file_hashes(tmp)})
+    with publish.building(folder) as tmp:
+        publish.write_bytes(tmp / names.TRAINABLE_FILE, save(trainable_state(model)))
+        publish.write_bytes(tmp / names.STATE_FILE, buffer.getvalue())
+        sealing.seal(tmp, "checkpoint", {"step": progress.step})
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, sampler) -> TrainProgress:
     """Restore everything `save_checkpoint` wrote; returns the loop's counters."""
-    if not (folder / STATE_FILE).is_file() or not (folder / TRAINABLE_FILE).is_file():
+    if not (folder / names.STATE_FILE).is_file() or not (folder / names.TRAINABLE_FILE).is_file():
         raise UserError(f"no resumable checkpoint at {folder}: run `hyperexport train` without --resume")
-    artifacts.check_manifest(folder, "checkpoint")  # a damaged file is named before anything is read
-    load_trainable(model, folder / TRAINABLE_FILE)
+    sealing.unseal(folder, "checkpoint")  # a damaged file is named before anything is read
+    load_trainable(model, folder / names.TRAINABLE_FILE)
     try:
-        state = torch.load(folder / STATE_FILE, weights_only=True)
+        state = torch.load(folder / names.STATE_FILE, weights_only=True)
     except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise UserError(f"cannot read {folder / STATE_FILE}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"cannot read {folder / names.STATE_FILE}: {str(error).splitlines()[0]}") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     sampler.load_state_dict(state["sampler"])

@@ -3,6 +3,7 @@ paper's post-processing and metrics, and the majority-class baseline on the same
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -52,3 +53,18 @@ def evaluate_tasks(model, tokenizer, task_data: Mapping, split: str, batch_size:
     model.train(was_training)
     average = average_metric({name: r["metrics"] for name, r in results.items()}) if results else float("nan")
     return {"tasks": results, "average": average}
+
+
+def evaluate_run(run: str | Path | None = None, tasks: list[str] | None = None, split: str = "test",
+                 batch_size: int | None = None) -> dict:
+    """Metrics of a run's trained model on `split` for some or all of its tasks, with baselines."""
+    from hyperexport.model.trained import load_run
+    from hyperexport.training.task_data import load_task_data
+
+    loaded = load_run(run)
+    loaded.check_tasks(tasks or [])
+    data = {name: d for name, d in load_task_data(loaded.recipe).items() if not tasks or name in tasks}
+    result = evaluate_tasks(loaded.model, loaded.tokenizer, data, split,
+                            batch_size or loaded.recipe.train.eval_batch_size,
+                            loaded.recipe.data.max_source_length, torch.device("cpu"), with_baseline=True)
+    return {"run": str(loaded.path), "split": split, **result}

@@ -12,11 +12,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import names
+from hyperexport.contracts import publish
+from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.data.collate import collate
 from hyperexport.data.sampler import MultiTaskBatchSampler
 from hyperexport.errors import UserError
 from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
+from hyperexport.model.hyper_t5 import HyperT5
+from hyperexport.recipe.schema import BackboneConfig, Recipe
 from hyperexport.training.checkpoint import (
     TrainProgress,
     load_checkpoint,
@@ -38,27 +42,27 @@ def train(recipe, output: Path | None = None, max_steps: int | None = None, devi
     if max_steps is not None:
         recipe = replace(recipe, train=replace(recipe.train, max_steps=max_steps))
     run_dir = Path(output) if output is not None else Path("runs") / recipe.name
-    partial = run_dir.with_name(run_dir.name + artifacts.PARTIAL_SUFFIX)
+    partial = run_dir.with_name(run_dir.name + names.PARTIAL_SUFFIX)
     _check_destination(recipe, run_dir, partial, resume, overwrite)
-    new_parent = artifacts.first_missing(partial.parent)
+    new_parent = publish.first_missing(partial.parent)
     try:
         session = _TrainingSession(recipe, partial, device, resume)
         if not session.run(stop_after, progress_bar):
             return partial
         session.finish(run_dir)
     except BaseException:
-        if not (partial / artifacts.CHECKPOINT_DIR).is_dir():  # nothing to resume: leave nothing behind
+        if not (partial / names.CHECKPOINT_DIR).is_dir():  # nothing to resume: leave nothing behind
             shutil.rmtree(partial, ignore_errors=True)
-            artifacts.remove_if_empty(new_parent)
+            publish.remove_if_empty(new_parent)
         raise
-    artifacts.point_latest(run_dir.parent, run_dir)
+    publish.point_link(run_dir.parent / names.LATEST_LINK, run_dir)
     return run_dir
 
 
 def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not overwrite:
         raise UserError(f"{run_dir} already exists: pass --overwrite to replace it, or choose another --output")
-    checkpoint = partial / artifacts.CHECKPOINT_DIR
+    checkpoint = partial / names.CHECKPOINT_DIR
     if resume and not checkpoint.is_dir():
         raise UserError(f"nothing to resume at {checkpoint}: run `hyperexport train` without --resume")
     if resume:
@@ -73,9 +77,9 @@ def _check_same_recipe(recipe, partial: Path) -> None:
     from hyperexport.recipe.schema import recipe_to_dict
 
     try:
-        started = yaml.safe_load((partial / artifacts.RECIPE_FILE).read_text(encoding="utf-8"))
+        started = yaml.safe_load((partial / names.RECIPE_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        raise UserError(f"cannot read {partial / artifacts.RECIPE_FILE}: train without --resume") from None
+        raise UserError(f"cannot read {partial / names.RECIPE_FILE}: train without --resume") from None
     given = recipe_to_dict(recipe)
     if started != given:
         where, old, new = _first_difference(started, given)
@@ -120,7 +124,7 @@ class _TrainingSession:
         self.accelerator = _accelerator(device, config.precision)
         self.data = load_task_data(recipe)
         self.tokenizer = load_tokenizer(recipe.backbone.tokenizer)
-        backbone_dir = partial / artifacts.BACKBONE_DIR
+        backbone_dir = partial / names.BACKBONE_DIR
         self.model = build_model(recipe, list(self.data), backbone_dir if resume and backbone_dir.is_dir() else None)
         check_tokenizer_fits(self.tokenizer, self.model.backbone.config)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -133,7 +137,7 @@ class _TrainingSession:
             mixed_task_batches=recipe.data.mixed_task_batches,
         )
         if resume:
-            self.progress = load_checkpoint(partial / artifacts.CHECKPOINT_DIR, self.model, self.optimizer,
+            self.progress = load_checkpoint(partial / names.CHECKPOINT_DIR, self.model, self.optimizer,
                                             self.scheduler, self.sampler)
         else:
             self.progress = TrainProgress()
@@ -147,12 +151,12 @@ class _TrainingSession:
     def _start_run_folder(self) -> None:
         if not self.accelerator.is_main_process:
             return
-        with artifacts.write_errors(self.partial):
+        with publish.write_errors(self.partial):
             self.partial.mkdir(parents=True)
-            artifacts.write_bytes(self.partial / artifacts.RECIPE_FILE, _recipe_yaml(self.recipe).encode())
-            self.tokenizer.save_pretrained(self.partial / artifacts.TOKENIZER_DIR)
+            publish.write_bytes(self.partial / names.RECIPE_FILE, _recipe_yaml(self.recipe).encode())
+            self.tokenizer.save_pretrained(self.partial / names.TOKENIZER_DIR)
             if self.recipe.backbone.pretrained is None:  # random weights: keep them, not reproducible elsewhere
-                self.model.backbone.save_pretrained(self.partial / artifacts.BACKBONE_DIR)
+                self.model.backbone.save_pretrained(self.partial / names.BACKBONE_DIR)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, stop_after: int | None, progress_bar: bool) -> bool:
@@ -215,37 +219,37 @@ class _TrainingSession:
         if result["average"] > self.progress.best_average or self.progress.best_step is None:
             self.progress.best_average, self.progress.best_step = result["average"], self.progress.step
             if self.accelerator.is_main_process:
-                with artifacts.write_errors(self.partial):
-                    save_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+                with publish.write_errors(self.partial):
+                    save_trainable(self.unwrapped, self.partial / names.WEIGHTS_FILE)
         return result
 
     def _save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
-            with artifacts.write_errors(self.partial):
-                save_checkpoint(self.partial / artifacts.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
+            with publish.write_errors(self.partial):
+                save_checkpoint(self.partial / names.CHECKPOINT_DIR, self.unwrapped, self.optimizer,
                                 self.scheduler, self.sampler, self.progress)
 
     # ---- the finished run -----------------------------------------------------------------------
     def finish(self, run_dir: Path) -> None:
         """Best weights on the test split, metrics.json and manifest, then partial -> run_dir."""
-        load_trainable(self.unwrapped, self.partial / artifacts.WEIGHTS_FILE)
+        load_trainable(self.unwrapped, self.partial / names.WEIGHTS_FILE)
         result = self._evaluate("test", with_baseline=True)
         if not self.accelerator.is_main_process:
             return
         metrics = {**result, "split": "test", "best_step": self.progress.best_step,
                    "validation_history": self.progress.history}
-        with artifacts.write_errors(run_dir):  # until the rename, a failure leaves the run resumable
-            artifacts.write_json(self.partial / artifacts.METRICS_FILE, metrics)
+        with publish.write_errors(run_dir):  # until the rename, a failure leaves the run resumable
+            publish.write_json(self.partial / names.METRICS_FILE, metrics)
             _remove_temporaries(self.partial)
-            artifacts.write_manifest(self.partial, "train", **_run_facts(self.recipe, self.unwrapped))
-            artifacts.replace_folder(self.partial, run_dir)
-        shutil.rmtree(run_dir / artifacts.CHECKPOINT_DIR, ignore_errors=True)  # not in the manifest
+            write_run_manifest(self.partial, _run_manifest(self.recipe, self.unwrapped))
+            publish.replace_folder(self.partial, run_dir)
+        shutil.rmtree(run_dir / names.CHECKPOINT_DIR, ignore_errors=True)  # not in the manifest
 
 
 def _remove_temporaries(folder: Path) -> None:
     """Hidden `.<name>.*` files and folders a killed earlier session left in the unfinished run."""
     for path in folder.glob(".*"):
-        artifacts.remove_path(path)
+        publish.remove_path(path)
 
 
 def _summary(step: int, result: dict) -> str:
@@ -260,17 +264,17 @@ def _recipe_yaml(recipe) -> str:
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
 
 
-def _run_facts(recipe, model) -> dict:
+def _run_manifest(recipe: Recipe, model: HyperT5) -> RunManifest:
     from hyperexport.params import count_parameters
 
     synthetic = any(task.source == "demo" for task in recipe.tasks)
-    return {
-        "recipe": recipe.name,
-        "backbone": {"config": recipe.backbone.config, "pretrained": recipe.backbone.pretrained,
-                     "tokenizer": recipe.backbone.tokenizer},
-        "variant": recipe.model.variant,
-        "tasks": list(model.task_names),
-        "parameters": count_parameters(model),
-        "synthetic_data": synthetic,
-        "data_note": "demo tasks use synthetic text generated offline, not GLUE" if synthetic else None,
-    }
+    return RunManifest(
+        recipe=recipe.name,
+        backbone=BackboneConfig(config=recipe.backbone.config, pretrained=recipe.backbone.pretrained,
+                                tokenizer=recipe.backbone.tokenizer),
+        variant=recipe.model.variant,
+        tasks=tuple(model.task_names),
+        parameters=count_parameters(model),
+        synthetic_data=synthetic,
+        data_note="demo tasks use synthetic text generated offline, not GLUE" if synthetic else None,
+    )

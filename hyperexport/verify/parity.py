@@ -10,16 +10,25 @@ anywhere fails. The report goes to `<export>/parity_report.json`.
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import publish
+from hyperexport.contracts.export import ExportFolder
+from hyperexport.contracts.names import CLASSIFY_GRAPH, PARITY_REPORT_FILE
+from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
+from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.verify.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
 from hyperexport.runtime.tensorrt import TensorRTRunner
 from hyperexport.export.tensorrt.compat import export_compatibility
+
+if TYPE_CHECKING:
+    from hyperexport.model.trained import TrainedRun
 
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
 # metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
@@ -43,29 +52,31 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
            tensorrt_check: bool = False) -> dict:
     """Compare every runner with the hypernetwork model; write and return the parity report. TensorRT
     engine folders (and ONNX exports with `tensorrt_check`) also get the CPU TensorRT-compatibility check."""
+    from hyperexport.export.classify import label_token_ids
     from hyperexport.fold import load_folded_task
-    from hyperexport.materialize import TASKS_DIR
-    from hyperexport.export.onnx import label_token_ids
     from hyperexport.model.trained import load_run
 
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task <task>`")
-    manifest = artifacts.check_manifest(export_dir, "export")
-    tensorrt = manifest.get("format") == "tensorrt"
-    compatibility = export_compatibility(export_dir, manifest) if tensorrt or tensorrt_check else None
-    loaded = load_run(run if run is not None else manifest["source_run"])
-    _check_same_backbone(loaded, manifest)
-    task = manifest["task"]
-    folded, facts = load_folded_task(loaded.path / TASKS_DIR / task)
+    export = ExportFolder.open(export_dir)
+    manifest = export.manifest
+    tensorrt = export.is_engine
+    compatibility = export_compatibility(export) if tensorrt or tensorrt_check else None
+    engines = TensorRTRunner(export_dir, CLASSIFY_GRAPH) if tensorrt else None  # no GPU or foreign plans: fail first
+    loaded = load_run(run if run is not None else export.source_run)
+    _check_same_backbone(loaded, export)
+    task = manifest.task
+    folded, facts = load_folded_task(loaded.folder.task_dir(task))
     token_ids_only = loaded.tokenizer is None  # an imported run without a tokenizer: no text, no labels
-    label_ids = torch.empty(0, 1, dtype=torch.long) if token_ids_only else label_token_ids(loaded.tokenizer, facts["labels"])
+    label_ids = (torch.empty(0, 1, dtype=torch.long) if loaded.tokenizer is None
+                 else label_token_ids(loaded.tokenizer, facts.labels))
     input_sets = {"random": _random_inputs(loaded, facts, label_ids)}
     if not token_ids_only:
         evaluation, targets = _evaluation_inputs(loaded, task, facts, label_ids, max_examples)
         input_sets = {"evaluation": evaluation, **input_sets}
-    precision = manifest["precision"]
-    runners, not_run = _runners(loaded, task, folded, export_dir, precision, tensorrt)
+    precision = manifest.precision
+    runners, not_run = _runners(loaded, task, folded, export_dir, precision, engines)
     outputs = {}
     for runner in runners:
         with runner:
@@ -82,59 +93,59 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     if compatibility is not None:
         report["tensorrt_compatibility"] = compatibility
         report["passed"] = report["passed"] and compatibility["passed"]
-    report_file = export_dir / artifacts.PARITY_REPORT_FILE
-    with artifacts.write_errors(report_file, "free disk space or make the export folder writable"):
-        artifacts.write_json(report_file, report)
+    report_file = export_dir / PARITY_REPORT_FILE
+    with publish.write_errors(report_file, "free disk space or make the export folder writable"):
+        publish.write_json(report_file, report)
     return report
 
 
 def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
-             tensorrt: bool = False) -> tuple[list, list[dict]]:
+             engines: TensorRTRunner | None) -> tuple[list, list[dict]]:
     """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
     what that precision costs), and ONNX Runtime where a provider here runs the export's graphs, or the
     TensorRT runner for an engine folder (which needs a GPU: a UserError here)."""
-    from hyperexport.export.onnx import CLASSIFY_FILE
     from hyperexport.export.precision import HALF_PRECISIONS, cast_to_precision
 
     runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
     if precision in HALF_PRECISIONS:
         runners.append(TorchRunner(f"{FOLDED}_{precision}", cast_to_precision(copy.deepcopy(folded), precision)))
-    if tensorrt:
-        return runners + [TensorRTRunner(export_dir, CLASSIFY_FILE)], []
+    if engines is not None:
+        return runners + [engines], []
     provider = onnxruntime_provider(precision)
     if provider is None:
         return runners, [{"runner": OnnxRuntimeRunner.name, "reason": f"{precision} graphs need ONNX Runtime's "
                           "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
-    return runners + [OnnxRuntimeRunner(export_dir, CLASSIFY_FILE, provider)], []
+    return runners + [OnnxRuntimeRunner(export_dir, CLASSIFY_GRAPH, provider)], []
 
 
-def _check_same_backbone(loaded, manifest: dict) -> None:
+def _check_same_backbone(loaded: TrainedRun, export: ExportFolder) -> None:
     """Refuse a run whose backbone is not the one the export was made from (parity would be meaningless)."""
-    from dataclasses import asdict
-
-    made_from, given = manifest.get("backbone") or {}, asdict(loaded.recipe.backbone)
-    differing = [key for key, value in made_from.items() if given.get(key) != value]  # a newer field: its default
+    made_from = export.manifest.backbone
+    if made_from is None:  # an export from before the field: nothing to compare
+        return
+    given = loaded.folder.portable_backbone(loaded.recipe.backbone)
+    differing = [f.name for f in fields(BackboneConfig) if getattr(given, f.name) != getattr(made_from, f.name)]
     if differing:
         key = differing[0]
         field = "backbone" if key == "config" else f"backbone.{key}"
-        raise UserError(f"run {loaded.path} has {field} {given.get(key)!r}, the export was made from "
-                        f"{made_from[key]!r}: pass the run the export came from ({manifest['source_run']})")
+        raise UserError(f"run {loaded.path} has {field} {getattr(given, key)!r}, the export was made from "
+                        f"{getattr(made_from, key)!r}: pass the run the export came from ({export.source_run})")
 
 
-def _evaluation_inputs(loaded, task: str, facts: dict, label_ids: torch.Tensor,
+def _evaluation_inputs(loaded, task: str, facts: TaskFacts, label_ids: torch.Tensor,
                        max_examples: int) -> tuple[ParityInputs, list[str]]:
     """The task's test split (first `max_examples`) as model inputs, and its target strings."""
     from hyperexport.data.collate import collate
     from hyperexport.training.task_data import load_task_data
 
     examples = load_task_data(loaded.recipe, splits=("test",))[task].test[:max_examples]
-    batch = collate(loaded.tokenizer, examples, {task: 0}, facts["max_source_length"], facts["max_new_tokens"])
+    batch = collate(loaded.tokenizer, examples, {task: 0}, facts.max_source_length, facts.max_new_tokens)
     inputs = ParityInputs(batch["input_ids"], batch["attention_mask"],
-                          loaded.model.backbone._shift_right(batch["labels"]), label_ids, facts["max_new_tokens"])
+                          loaded.model.backbone._shift_right(batch["labels"]), label_ids, facts.max_new_tokens)
     return inputs, [e.target for e in examples]
 
 
-def _random_inputs(loaded, facts: dict, label_ids: torch.Tensor) -> ParityInputs:
+def _random_inputs(loaded, facts: TaskFacts, label_ids: torch.Tensor) -> ParityInputs:
     generator = torch.Generator().manual_seed(0)
     config = loaded.model.backbone.config
     vocab = len(loaded.tokenizer) if loaded.tokenizer is not None else config.vocab_size
@@ -143,7 +154,7 @@ def _random_inputs(loaded, facts: dict, label_ids: torch.Tensor) -> ParityInputs
     attention_mask = torch.ones_like(input_ids)
     attention_mask[0, RANDOM_BATCH[1] // 2:] = 0  # one padded row
     decoder_ids = torch.randint(3, vocab, (RANDOM_BATCH[0], 3), generator=generator)
-    return ParityInputs(input_ids, attention_mask, decoder_ids, label_ids, facts["max_new_tokens"])
+    return ParityInputs(input_ids, attention_mask, decoder_ids, label_ids, facts.max_new_tokens)
 
 
 def _compare(outputs: dict, input_set: str, tolerances: dict[str, dict]) -> list[dict]:
@@ -173,13 +184,13 @@ def _token_mismatch(value: np.ndarray, expected: np.ndarray) -> float:
     return float((value != expected).any(axis=1).mean())
 
 
-def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: dict,
+def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: TaskFacts,
                    tolerances: dict[str, dict]) -> list[dict]:
     """The task metric of each head's predictions per runner; each must equal the reference's."""
     from hyperexport.tasks.metrics import compute_metrics
     spec = loaded.task_spec(task)
     rows = []
-    for head, predict in (("classify", lambda o: [facts["labels"][i] for i in o["scores"].argmax(1)]),
+    for head, predict in (("classify", lambda o: [facts.labels[i] for i in o["scores"].argmax(1)]),
                           ("generate", lambda o: [t.strip() for t in loaded.tokenizer.batch_decode(o["tokens"], skip_special_tokens=True)])):
         values = {runner: compute_metrics(spec, predict(o), targets) for runner, o in outputs.items()
                   if ("scores" if head == "classify" else "tokens") in o}

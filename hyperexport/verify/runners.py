@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hyperexport.export.onnx import DECODER_FILE, ENCODER_FILE
+from hyperexport.contracts.names import DECODER_GRAPH, ENCODER_GRAPH
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,10 @@ class OnnxRuntimeRunner:
     def __enter__(self) -> "OnnxRuntimeRunner":
         import onnxruntime as ort
 
-        for name in (ENCODER_FILE, DECODER_FILE, self.classify_file):
+        for name in (ENCODER_GRAPH, DECODER_GRAPH, self.classify_file):
             if (self.export_dir / name).is_file():
                 self.sessions[name] = ort.InferenceSession(str(self.export_dir / name), providers=[self.provider])
-        if DECODER_FILE in self.sessions:
+        if DECODER_GRAPH in self.sessions:
             from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
             self.generator = ORTModelForSeq2SeqLM.from_pretrained(self.export_dir, use_cache=True, use_merged=False,
@@ -118,8 +118,8 @@ class OnnxRuntimeRunner:
         return outputs
 
     def _logits(self, feeds: dict, decoder_input_ids: np.ndarray) -> np.ndarray:
-        hidden = self.sessions[ENCODER_FILE].run(None, feeds)[0]
-        decoder = self.sessions[DECODER_FILE]
+        hidden = self.sessions[ENCODER_GRAPH].run(None, feeds)[0]
+        decoder = self.sessions[DECODER_GRAPH]
         available = {"input_ids": decoder_input_ids, "encoder_hidden_states": hidden,
                      "encoder_attention_mask": feeds["attention_mask"]}
         wanted = {i.name for i in decoder.get_inputs()}

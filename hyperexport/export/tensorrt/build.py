@@ -19,26 +19,24 @@ every entry point raises a one-line `UserError` before writing anything.
 
 from __future__ import annotations
 
-import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from hyperexport.contracts import publish as artifacts
+from hyperexport.contracts import publish
+from hyperexport.contracts.export import ExportFolder, write_export_manifest
+from hyperexport.contracts.manifest import relative_path, sha256_file
+from hyperexport.contracts.names import (ENGINE_SOURCE_DIR, IO_SPEC_FILE, MODEL_CONFIG_FILE, TASK_FILE, TOKENIZER_DIR,
+                                         default_export_dir, plan_name)
 from hyperexport.errors import UserError
-from hyperexport.export.onnx import DEFAULT_OPSET, HEADS, IO_SPEC_FILE
+from hyperexport.export.onnx import DEFAULT_HEAD, DEFAULT_PRECISION, HEADS
+from hyperexport.export.tracing import DEFAULT_OPSET
 from hyperexport.export.precision import FLOAT_PRECISIONS
 from hyperexport.export.tensorrt.profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, check_task_fits, graph_profiles
 
 PRECISIONS = FLOAT_PRECISIONS  # int8 is a CPU artifact of ONNX Runtime, not an engine precision
-SOURCE_DIR = "onnx"  # the ONNX export the plans were built from, inside the engine folder
-PLAN_SUFFIX = ".plan"
 WORKSPACE_BYTES = 4 << 30
 _GET_TENSORRT = "pip install -e '.[gpu]' (tensorrt, onnxruntime-gpu, polygraphy) on a machine with an NVIDIA GPU"
-
-
-def plan_name(graph_file: str) -> str:
-    """`encoder_model.onnx` -> `encoder_model.plan`."""
-    return Path(graph_file).with_suffix(PLAN_SUFFIX).name
 
 
 def require_tensorrt():
@@ -68,10 +66,10 @@ def device_facts(trt) -> dict:
             "compute_capability": f"{major}.{minor}"}
 
 
-def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "both", precision: str = "fp32",
-                    batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ, output: Path | None = None,
-                    overwrite: bool = False, opset: int = DEFAULT_OPSET, timing_cache: Path | None = None,
-                    progress: bool = True) -> Path:
+def export_tensorrt(run: str | Path | None = None, *, task: str, head: str = DEFAULT_HEAD,
+                    precision: str = DEFAULT_PRECISION, batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ,
+                    output: Path | None = None, overwrite: bool = False, opset: int = DEFAULT_OPSET,
+                    timing_cache: Path | None = None, progress: bool = True) -> Path:
     """Build the engines of `task` into `exports/<task>/tensorrt/` (`tensorrt-bf16/`, `tensorrt-fp16/`; or
     `output`); returns the folder."""
     from hyperexport.export.onnx import export_onnx
@@ -83,47 +81,43 @@ def export_tensorrt(run: str | Path | None = None, task: str = "", head: str = "
         raise UserError(f"precision '{precision}' is not available for tensorrt: use {', '.join(PRECISIONS)} "
                         "(int8 is an ONNX Runtime CPU export: --format onnx --precision int8)")
     ranges = ShapeRanges.from_flags(batch, seq)
-    default = "tensorrt" if precision == "fp32" else f"tensorrt-{precision}"  # like onnx, onnx-fp16
-    destination = Path(output) if output is not None else Path("exports") / task / default
+    destination = Path(output) if output is not None else default_export_dir(task, "tensorrt", precision)
     if destination.exists() and not overwrite:
         raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     trt = require_tensorrt()
     facts = device_facts(trt)
-    with artifacts.building(destination) as tmp:  # published on success; else removed, with any folder it made
-        source = export_onnx(run, task, head, opset, tmp / SOURCE_DIR, overwrite=True, precision=precision)
-        onnx_manifest = artifacts.check_manifest(source, "export")
-        check_task_fits(ranges, json.loads((source / "task.json").read_text()))
-        compatibility = require_compatible(source, ranges, facts["tensorrt_version"])
-        spec = json.loads((source / IO_SPEC_FILE).read_text())
-        profiles = graph_profiles(spec, ranges)
+    with publish.building(destination) as tmp:  # published on success; else removed, with any folder it made
+        source = ExportFolder.open(export_onnx(run, task=task, head=head, opset=opset, output=tmp / ENGINE_SOURCE_DIR,
+                                               overwrite=True, precision=precision))
+        check_task_fits(ranges, source.facts)
+        compatibility = require_compatible(source.path, ranges, facts["tensorrt_version"])
+        profiles = graph_profiles(source.io_spec, ranges)
         cache = Path(timing_cache).read_bytes() if timing_cache is not None and Path(timing_cache).is_file() else b""
         graphs = sorted(profiles)
         for index, graph in enumerate(graphs, start=1):
             if progress:
                 print(f"building {plan_name(graph)} ({index}/{len(graphs)}) with TensorRT {facts['tensorrt_version']} "
                       f"on {facts['gpu_name']}", flush=True)
-            cache = build_engine(trt, source / graph, tmp / plan_name(graph), profiles[graph], cache,
+            cache = build_engine(trt, source.path / graph, tmp / plan_name(graph), profiles[graph], cache,
                                  tf32=precision != "fp32")
         if timing_cache is not None:
             Path(timing_cache).parent.mkdir(parents=True, exist_ok=True)
             Path(timing_cache).write_bytes(cache)
-        _copy_task_files(source, tmp)
-        artifacts.write_manifest(
-            tmp, "export", format="tensorrt", head=head, precision=precision, opset=opset, task=task,
-            **facts, tf32=precision != "fp32", profile_ranges=ranges.as_dict(), profiles=profiles,
-            plans={plan_name(g): f"{SOURCE_DIR}/{g}" for g in graphs},
-            source_onnx_sha256={g: artifacts.sha256_file(source / g) for g in graphs},
-            tensorrt_compatibility=compatibility, source_run=onnx_manifest["source_run"],
-            source_task_sha256=onnx_manifest["source_task_sha256"], backbone=onnx_manifest.get("backbone"))
+        _copy_task_files(source.path, tmp)
+        write_export_manifest(tmp, replace(
+            source.manifest, format="tensorrt", **facts, tf32=precision != "fp32",
+            source_run=relative_path(source.source_run, destination),
+            profile_ranges=ranges.as_dict(), profiles=profiles,
+            plans={plan_name(g): f"{ENGINE_SOURCE_DIR}/{g}" for g in graphs},
+            source_onnx_sha256={g: sha256_file(source.path / g) for g in graphs},
+            tensorrt_compatibility=compatibility))
     return destination
 
 
 def _copy_task_files(source: Path, folder: Path) -> None:
-    """The tokenizer, task facts, io spec (and optimum's config.json) next to the plans."""
-    from hyperexport.materialize import TASK_FILE
-
-    shutil.copytree(source / artifacts.TOKENIZER_DIR, folder / artifacts.TOKENIZER_DIR)
-    for name in (TASK_FILE, IO_SPEC_FILE, "config.json"):
+    """The tokenizer, task facts, io spec (and the T5 config.json) next to the plans."""
+    shutil.copytree(source / TOKENIZER_DIR, folder / TOKENIZER_DIR)
+    for name in (TASK_FILE, IO_SPEC_FILE, MODEL_CONFIG_FILE):
         if (source / name).is_file():
             shutil.copy(source / name, folder / name)
 

@@ -16,6 +16,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from hyperexport.contracts.export import ExportFolder
 from hyperexport.errors import UserError
 from hyperexport.export.tensorrt.profiles import ShapeRanges, input_profile
 
@@ -139,13 +140,11 @@ def require_compatible(folder: Path, ranges: ShapeRanges, tensorrt_version: str 
     return report
 
 
-def export_compatibility(export_dir: Path, manifest: dict) -> dict:
+def export_compatibility(export: ExportFolder) -> dict:
     """`check_export` for an export folder: an engine folder's source graphs against its own TensorRT
     version and profiles, an ONNX export's graphs against the newest list and the default profiles."""
-    if manifest.get("format") == "tensorrt":
-        from hyperexport.export.tensorrt.build import SOURCE_DIR
-
-        batch, seq = (":".join(map(str, manifest["profile_ranges"][key])) for key in ("batch", "seq"))
-        return check_export(Path(export_dir) / SOURCE_DIR, ShapeRanges.from_flags(batch, seq),
-                            manifest.get("tensorrt_version"))
-    return check_export(Path(export_dir), ShapeRanges.from_flags())
+    manifest = export.manifest
+    if export.is_engine and manifest.profile_ranges is not None:
+        batch, seq = (":".join(map(str, manifest.profile_ranges[key])) for key in ("batch", "seq"))
+        return check_export(export.source_dir, ShapeRanges.from_flags(batch, seq), manifest.tensorrt_version)
+    return check_export(export.path, ShapeRanges.from_flags())

@@ -19,8 +19,13 @@ A dimension with any other name cannot be covered by a profile and is refused. T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hyperexport.errors import UserError
+
+if TYPE_CHECKING:
+    from hyperexport.contracts.export import IoSpec
+    from hyperexport.contracts.task import TaskFacts
 
 DEFAULT_BATCH = "1:8:32"
 DEFAULT_SEQ = "1:64:256"
@@ -106,17 +111,17 @@ def input_profile(shape: list, ranges: ShapeRanges, where: str) -> dict[str, lis
     return rows
 
 
-def graph_profiles(io_spec: dict, ranges: ShapeRanges) -> dict[str, dict[str, dict[str, list[int]]]]:
+def graph_profiles(io_spec: IoSpec, ranges: ShapeRanges) -> dict[str, dict[str, dict[str, list[int]]]]:
     """{graph file: {input name: {"min": shape, "opt": shape, "max": shape}}} for every graph."""
-    return {graph: {spec["name"]: input_profile(spec["shape"], ranges, f"{graph} input {spec['name']}")
-                    for spec in described["inputs"]}
-            for graph, described in io_spec.items()}
+    return {graph: {tensor.name: input_profile(list(tensor.shape), ranges, f"{graph} input {tensor.name}")
+                    for tensor in described.inputs}
+            for graph, described in io_spec.graphs.items()}
 
 
-def check_task_fits(ranges: ShapeRanges, facts: dict) -> None:
+def check_task_fits(ranges: ShapeRanges, facts: TaskFacts) -> None:
     """Refuse a --seq range too short for the task (task.json): every source of up to
     `max_source_length` tokens and every generation of `max_new_tokens` steps must fit the profile."""
-    source, new_tokens = facts["max_source_length"], facts["max_new_tokens"]
+    source, new_tokens = facts.max_source_length, facts.max_new_tokens
     if ranges.seq.max < source:
         raise UserError(f"--seq max {ranges.seq.max} is below the task's max_source_length {source}: "
                         f"use --seq {ranges.seq.min}:{min(max(ranges.seq.opt, 1), source)}:{source} or more")

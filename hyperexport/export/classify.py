@@ -1,0 +1,89 @@
+"""The classify head: every label string's log-probability in one pass, no generation loop.
+
+`LabelScorer` wraps a plain or folded T5: the encoder runs once per example, the decoder once over all
+K label strings (teacher-forced), and `scores[b, k]` sums label k's token log-probabilities. The
+cross-attention keys and values are projected once per example and repeated for its K label rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from hyperexport.export.tracing import DEFAULT_OPSET, quiet_tracing
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+class LabelScorer(nn.Module):
+    """scores[b, k] = sum_t log p(label_k token t | input b, label_k tokens < t): no generation loop."""
+
+    def __init__(self, model: nn.Module, label_ids: torch.Tensor):  # label_ids [K, T], -100 = padding
+        super().__init__()
+        self.model = model
+        self.register_buffer("label_ids", label_ids.clamp(min=0), persistent=False)  # [K, T]
+        self.register_buffer("label_mask", (label_ids >= 0).float(), persistent=False)  # [K, T]
+        self.register_buffer("decoder_input_ids", model._shift_right(label_ids), persistent=False)  # [K, T]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # [B, S] -> [B, K]
+        batch, num_labels = input_ids.shape[0], self.label_ids.shape[0]
+        encoded = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                     use_cache=False).last_hidden_state  # [B, S, d]
+        mask = attention_mask.repeat_interleave(num_labels, dim=0)  # [B*K, S]
+        decoder_ids = self.decoder_input_ids.repeat(batch, 1)  # [B*K, T]
+        with _cross_attention_once_per_example(self.model, num_labels):  # encoded stays [B, S, d]
+            logits = self.model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=decoder_ids,
+                                use_cache=False).logits  # [B*K, T, V]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        token_scores = log_probs.gather(-1, self.label_ids.repeat(batch, 1).unsqueeze(-1)).squeeze(-1)  # [B*K, T]
+        return (token_scores * self.label_mask.repeat(batch, 1)).sum(-1).view(batch, num_labels)
+
+
+class _RepeatedProjection(nn.Module):
+    """A cross-attention key or value projection of each example's encoder states, repeated for the
+    example's K label rows: [B, S, d] -> [B*K, S, inner] (not K projections of repeated states)."""
+
+    def __init__(self, projection: nn.Module, repeats: int):
+        super().__init__()
+        self.projection, self.repeats = projection, repeats
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.projection(states).repeat_interleave(self.repeats, dim=0)
+
+
+@contextlib.contextmanager
+def _cross_attention_once_per_example(model: nn.Module, repeats: int):
+    """Every decoder layer's cross-attention `k`/`v` as `_RepeatedProjection`s while the block runs."""
+    attentions = [block.layer[1].EncDecAttention for block in model.decoder.block]
+    originals = [(attention.k, attention.v) for attention in attentions]
+    for attention, (k, v) in zip(attentions, originals):
+        attention.k, attention.v = _RepeatedProjection(k, repeats), _RepeatedProjection(v, repeats)
+    try:
+        yield
+    finally:
+        for attention, (k, v) in zip(attentions, originals):
+            attention.k, attention.v = k, v
+
+
+def label_token_ids(tokenizer: PreTrainedTokenizerBase, labels: list[str] | tuple[str, ...]) -> torch.Tensor:
+    """Each label string's token ids with </s>, padded with -100: [K, T]."""
+    encoded = [tokenizer(label).input_ids for label in labels]
+    length = max(len(ids) for ids in encoded)
+    return torch.tensor([ids + [-100] * (length - len(ids)) for ids in encoded])
+
+
+def export_classify_graph(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """The `LabelScorer` of a plain or folded T5 as one graph: input_ids, attention_mask -> scores."""
+    scorer = LabelScorer(model, label_ids).eval()
+    example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
+    with torch.no_grad(), quiet_tracing():
+        torch.onnx.export(scorer, example, str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["scores"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
+                                        "attention_mask": {0: "batch_size", 1: "sequence_length"},
+                                        "scores": {0: "batch_size"}})
