@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hyperexport.bench.inference import _inputs, _subject, _torch_fn
+    from hyperexport.bench.inference import _torch_fn
+    from hyperexport.bench.subject import load_subject as _subject, random_inputs as _inputs
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
     from hyperexport.model.build import load_backbone

@@ -237,7 +237,9 @@ def bench(
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
     folded model, ONNX Runtime fp32/int8 and the plain backbone, measured side by side."""
-    from hyperexport.bench.inference import bench as run_bench, bench_training, parse_sizes
+    from hyperexport.bench.inference import bench as run_bench
+    from hyperexport.bench.subject import parse_sizes
+    from hyperexport.bench.training import bench_training
 
     batches = parse_sizes(batch, "batch")
     if train:

@@ -10,7 +10,8 @@ import torch
 from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
-from hyperexport.bench.inference import HEADS, RATIOS, VARIANTS, bench, bench_training, ratios
+from hyperexport.bench.inference import HEADS, RATIOS, VARIANTS, bench, ratios
+from hyperexport.bench.training import bench_training
 from hyperexport_cli.main import app
 
 runner = CliRunner()

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import platform
 import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hyperexport.bench.subject import (
+    Subject,
+    adapter_bottleneck,
+    check_settings,
+    load_subject,
+    machine_facts,
+    random_inputs,
+    torch_threads,
+)
 from hyperexport.contracts.names import CLASSIFY_GRAPH, GENERATE_GRAPHS, plan_name
-from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import UserError
 
 VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
@@ -40,30 +45,6 @@ RATIOS = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),
           "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8")}
 
 
-@dataclass(frozen=True)
-class Subject:
-    """What is benchmarked: a HyperT5 (trained or random), its recipe and tokenizer, and the task."""
-    recipe: object
-    tokenizer: object
-    model: object  # HyperT5
-    task: str
-    label_ids: torch.Tensor  # [K, L]
-    new_tokens: int  # the task's generation length (its longest label, </s> included)
-    source: str  # "runs/demo" or "random t5-small"
-    backbone_dir: Path | None  # a run's saved backbone weights; None: the recipe's (random from its seed)
-
-
-def parse_sizes(text: str, name: str) -> tuple[int, ...]:
-    """'1,8,32' -> (1, 8, 32); anything else is a one-line error."""
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--{name} '{text}' is not a comma-separated list of positive integers (e.g. 1,8,32)")
-    return sizes
-
-
 def bench(run: str | Path | None = None, task: str = "", backbone: str | None = None, recipe: str | Path | None = None,
           batches: tuple[int, ...] = (1, 8, 32), seq: int = 128, heads: tuple[str, ...] = HEADS, rounds: int = 10,
           threads: int | None = None, progress_bar: bool = True, tensorrt: str | Path | None = None) -> dict:
@@ -72,83 +53,25 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
     unknown = [h for h in heads if h not in HEADS]
     if unknown:
         raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
-    _check_settings(seq, rounds)
+    check_settings(seq, rounds)
     engines = None
     if tensorrt is not None:  # before the slow part: no GPU or no tensorrt is a one-line error here
         from hyperexport.runtime.tensorrt import TensorRTEngines
 
         engines = TensorRTEngines(tensorrt)
-    subject = _subject(run, task, backbone, recipe)
-    with _torch_threads(threads) as threads, tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, \
+    subject = load_subject(run, task, backbone, recipe)
+    with torch_threads(threads) as threads, tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, \
             contextlib.ExitStack() as stack:
         variants, sizes = _build_variants(subject, heads, Path(folder), threads, progress_bar)
         if engines is not None:
             _add_tensorrt(variants, sizes, stack.enter_context(engines), subject)
         rows = _measure(subject, variants, batches, seq, rounds, progress_bar)
         hypernet_ms = _hypernet_ms(subject)
-    return {"machine": _machine(threads), "source": subject.source, "task": subject.task,
+    return {"machine": machine_facts(threads), "source": subject.source, "task": subject.task,
             "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
-            "adapter_bottleneck": _bottleneck(subject), "seq": seq, "batches": list(batches), "rounds": rounds,
+            "adapter_bottleneck": adapter_bottleneck(subject), "seq": seq, "batches": list(batches), "rounds": rounds,
             "new_tokens": subject.new_tokens, "results": rows, "sizes_mb": sizes,
             "hypernet_ms": hypernet_ms, "peak_rss_mb": _peak_rss_mb(), "ratios": ratios(rows)}
-
-
-def _check_settings(seq: int, rounds: int) -> None:
-    if seq < 2 or rounds < 1:
-        raise UserError("--seq must be at least 2 and --rounds at least 1")
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[int]:
-    """PyTorch's thread count set for the measurement (default: every core), restored afterwards."""
-    previous = torch.get_num_threads()
-    count = threads or os.cpu_count() or 1
-    torch.set_num_threads(count)
-    try:
-        yield count
-    finally:
-        torch.set_num_threads(previous)
-
-
-# ---- the subject ----------------------------------------------------------------------------------
-def _subject(run, task: str, backbone: str | None, recipe_path: str | Path | None = None) -> Subject:
-    """The run's trained model; with `backbone`, that preset's shape with random weights and the
-    adapter settings of `recipe_path`, else of the run's recipe, else of the default recipe."""
-    from hyperexport.model.build import BYTE_TOKENIZER, DEMO_WORD_TOKENIZER, build_model, load_tokenizer
-    from hyperexport.recipe.schema import DEFAULT_RECIPE, load_recipe
-    from hyperexport.tasks.registry import max_target_tokens
-    from hyperexport.training.task_data import task_spec
-
-    if backbone is None:
-        from hyperexport.model.trained import load_run
-
-        loaded = load_run(run)
-        loaded.check_tasks([task])
-        if loaded.tokenizer is None:
-            raise UserError(f"the run {loaded.path.name} has no tokenizer, which bench needs for the labels: "
-                            "import it again with --tokenizer, or bench a --backbone shape")
-        recipe, tokenizer, model, source = loaded.recipe, loaded.tokenizer, loaded.model, str(loaded.path)
-        backbone_dir = loaded.folder.backbone_dir
-    else:
-        from hyperexport.backbones import PRESETS
-
-        if backbone not in PRESETS:
-            raise UserError(f"unknown backbone '{backbone}': use one of {', '.join(sorted(PRESETS))}")
-        base = load_recipe(recipe_path or (RunFolder.resolve(run).recipe_file if run else DEFAULT_RECIPE))
-        recipe = replace(base, backbone=replace(base.backbone, config=backbone, pretrained=None))
-        if recipe.backbone.tokenizer not in (BYTE_TOKENIZER, DEMO_WORD_TOKENIZER):  # random weights: the tokenizer only
-            recipe = replace(recipe, backbone=replace(recipe.backbone, tokenizer=BYTE_TOKENIZER))  # sets label ids
-        tokenizer = load_tokenizer(recipe.backbone.tokenizer)
-        model = build_model(recipe, [t.name for t in recipe.tasks]).eval()
-        source, backbone_dir = f"random {backbone}", None
-    known = [t.name for t in recipe.tasks]
-    if task not in known:
-        raise UserError(f"task '{task}' is not in the recipe: its tasks are {', '.join(known)}")
-    from hyperexport.export.classify import label_token_ids
-
-    spec = task_spec(next(t for t in recipe.tasks if t.name == task))
-    return Subject(recipe, tokenizer, model, task, label_token_ids(tokenizer, list(spec.labels)),
-                   max_target_tokens(spec, tokenizer), source, backbone_dir)
 
 
 # ---- the variants ---------------------------------------------------------------------------------
@@ -157,12 +80,12 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
     """{head: {variant: fn(input_ids, attention_mask)}} and {variant: {head: size in MB}}."""
     from tqdm.auto import tqdm
 
-    from hyperexport.fold import fold_task
-    from hyperexport.materialize import task_tensors
-    from hyperexport.model.build import load_backbone
     from hyperexport.export.classify import export_classify_graph
     from hyperexport.export.generate import export_generate_graphs
     from hyperexport.export.quantize import quantize_folder
+    from hyperexport.fold import fold_task
+    from hyperexport.materialize import task_tensors
+    from hyperexport.model.build import load_backbone
 
     def fresh():  # the model's backbone weights, without its hooks
         return load_backbone(subject.recipe.backbone, subject.recipe.train.seed, subject.backbone_dir).eval()
@@ -262,7 +185,7 @@ def _measure(subject: Subject, variants: dict, batches: tuple[int, ...], seq: in
     rows = []
     work = [(batch, head) for batch in batches for head in variants]
     for batch, head in tqdm(work, desc="bench", disable=not progress_bar):
-        input_ids, attention_mask = _inputs(subject, batch, seq)
+        input_ids, attention_mask = random_inputs(subject, batch, seq)
         timings = _time_rounds(variants[head], input_ids, attention_mask, rounds)
         for variant, seconds in timings.items():
             p50, p90 = (float(np.percentile(seconds, q)) for q in (50, 90))
@@ -270,14 +193,6 @@ def _measure(subject: Subject, variants: dict, batches: tuple[int, ...], seq: in
             rows.append({"head": head, "batch": batch, "variant": variant, "p50_ms": 1e3 * p50, "p90_ms": 1e3 * p90,
                          "throughput": items / p50, "unit": "tokens/s" if head == "generate" else "examples/s"})
     return rows
-
-
-def _inputs(subject: Subject, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(batch)
-    vocab = min(len(subject.tokenizer), subject.model.backbone.config.vocab_size)
-    input_ids = torch.randint(3, vocab, (batch, seq), generator=generator)  # [B, S]
-    input_ids[:, -1] = subject.tokenizer.eos_token_id
-    return input_ids, torch.ones_like(input_ids)
 
 
 def _time_rounds(fns: dict[str, Callable], input_ids, attention_mask, rounds: int) -> dict[str, list[float]]:
@@ -310,66 +225,6 @@ def ratios(rows: list[dict]) -> dict:
     return out
 
 
-# ---- training -------------------------------------------------------------------------------------
-TRAIN_VARIANTS = ("hyperformer++", "adapters")
-
-
-def bench_training(run: str | Path | None = None, task: str = "", backbone: str | None = None,
-                   recipe: str | Path | None = None, batch: int = 8,
-                   seq: int = 128, rounds: int = 10, threads: int | None = None, progress_bar: bool = True) -> dict:
-    """Training steps/s of HyperFormer++ and of plain per-task adapters (Adapter†): same backbone shape,
-    same batches (one task per batch, cycling over the recipe's tasks), same optimizer, alternated."""
-    _check_settings(seq, rounds)
-    subject = _subject(run, task, backbone, recipe)
-    with _torch_threads(threads) as threads:
-        seconds = _time_training_steps(subject, batch, seq, rounds, progress_bar)
-    rows = {v: {"p50_ms": 1e3 * float(np.median(s)), "steps_per_s": 1 / float(np.median(s))} for v, s in seconds.items()}
-    return {"machine": _machine(threads), "source": subject.source, "backbone": subject.recipe.backbone.config,
-            "adapter_bottleneck": _bottleneck(subject), "batch": batch, "seq": seq, "rounds": rounds, "training": rows,
-            "overhead": rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1}
-
-
-def _time_training_steps(subject: Subject, batch: int, seq: int, rounds: int, progress_bar: bool) -> dict[str, list[float]]:
-    from tqdm.auto import tqdm
-
-    from hyperexport.model.build import build_model
-
-    names = [t.name for t in subject.recipe.tasks]
-    steps = {}
-    for variant in TRAIN_VARIANTS:
-        recipe = replace(subject.recipe, model=replace(subject.recipe.model, variant=variant))
-        model = build_model(recipe, names).train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        steps[variant] = _training_step(model, optimizer)
-    batches = [_training_batch(subject, index, len(names), batch, seq) for index in range(len(names))]
-    for fn in steps.values():  # warm-up
-        fn(batches[0])
-    seconds: dict[str, list[float]] = {v: [] for v in steps}
-    for r in tqdm(range(rounds), desc="train bench", disable=not progress_bar):
-        for variant in (TRAIN_VARIANTS if r % 2 == 0 else TRAIN_VARIANTS[::-1]):
-            start = time.perf_counter()
-            steps[variant](batches[r % len(batches)])
-            seconds[variant].append(time.perf_counter() - start)
-    return seconds
-
-
-def _training_step(model, optimizer) -> Callable:
-    def step(inputs: dict) -> None:
-        loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def _training_batch(subject: Subject, task_id: int, num_tasks: int, batch: int, seq: int) -> dict:
-    input_ids, attention_mask = _inputs(subject, batch, seq)
-    labels = subject.label_ids[task_id % subject.label_ids.shape[0]].clamp(min=0).repeat(batch, 1)  # [B, L]
-    return {"task_ids": torch.full((batch,), task_id % num_tasks), "input_ids": input_ids,
-            "attention_mask": attention_mask, "labels": labels}
-
-
 # ---- facts about the run --------------------------------------------------------------------------
 @torch.no_grad()
 def _hypernet_ms(subject: Subject, calls: int = 20) -> float:
@@ -380,12 +235,6 @@ def _hypernet_ms(subject: Subject, calls: int = 20) -> float:
     for _ in range(calls):
         subject.model.adapter_weights(task_ids)
     return 1e3 * (time.perf_counter() - start) / calls
-
-
-def _bottleneck(subject: Subject) -> int:
-    from hyperexport.model.generators import bottleneck_size
-
-    return bottleneck_size(subject.model.backbone.config.d_model, subject.recipe.model.reduction_factor)
 
 
 def _parameter_mb(model: torch.nn.Module) -> float:
@@ -401,9 +250,3 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _machine(threads: int) -> dict:
-    import onnxruntime
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
