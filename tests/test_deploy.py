@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from hyperexport.contracts import names
-from hyperexport.serve.deploy import onnxruntime_model_infer, run_deployed
+from hyperexport.contracts.export import GenerationIds
+from hyperexport.runtime.backends import OnnxRuntimeBackend
+from hyperexport.serve.client import deployed_backend, run_deployed
 from hyperexport.errors import UserError
-from hyperexport.runtime.generation import greedy_generate, onnxruntime_infer
+from hyperexport.runtime.generation import greedy_generate
 from hyperexport.runtime.predict import predict
 from hyperexport.model.trained import load_run
 from hyperexport.serve.triton_config import check_model_config, model_config, triton_dims
@@ -123,8 +126,9 @@ def test_greedy_loop_over_onnx_graphs_gives_pytorchs_tokens(verified, eos):
         expected = loaded.model.generate(task_ids=task_ids, **kwargs).numpy()
     if minimum:  # the rows that said </s> first now go on for at least 4 tokens
         assert expected.shape[1] > 1 + minimum and not (expected[:, 1:1 + minimum] == eos_id).any()
-    tokens = greedy_generate(onnxruntime_infer(folder), input_ids.numpy(), attention_mask.numpy(), 6,
-                             config.decoder_start_token_id, eos_id, config.pad_token_id, min_new_tokens=minimum)
+    ids = GenerationIds(config.decoder_start_token_id, eos_id, config.pad_token_id)
+    with OnnxRuntimeBackend(folder) as backend:
+        tokens = greedy_generate(backend, input_ids.numpy(), attention_mask.numpy(), 6, ids, min_new_tokens=minimum)
     np.testing.assert_array_equal(tokens, expected)
 
 
@@ -149,9 +153,9 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     client = repo / "clients" / "rte"
     assert {p.name for p in client.iterdir()} == {"tokenizer", "task.json", "deploy.json", "client.py"}
     assert description["head"] == "classify" and description["models"]["encoder"] == "rte_encoder"
-    infer = onnxruntime_model_infer(repo / "models")
-    assert run_deployed(client, EXAMPLES, infer) == predict(folder, EXAMPLES)
-    generated = run_deployed(client, EXAMPLES, infer, head="generate")
+    local = deployed_backend(client, local=True)
+    assert run_deployed(client, EXAMPLES, local) == predict(folder, EXAMPLES)
+    generated = run_deployed(client, EXAMPLES, local, head="generate")
     loaded = load_run(run)
     facts = TaskFacts.read(folder)
     batch = loaded.tokenizer([facts.template.format(**e) for e in EXAMPLES], padding="longest", truncation=True,
@@ -199,3 +203,17 @@ def test_deploy_refuses_another_format_or_task_and_a_missing_export(verified, tm
     missing = cli("deploy", "--task", "rte", cwd=tmp_path)
     assert missing.exit_code == 2 and "no export at exports/rte/tensorrt" in missing.stderr
     assert not (tmp_path / "triton-repo").exists()
+
+
+def test_the_deployed_client_without_a_server_is_one_line_and_exit_2(verified, tmp_path):
+    assert cli("deploy", "--task", "rte", "--format", "onnx", "--export", verified[1], "--triton-repo", "repo",
+               cwd=tmp_path).exit_code == 0
+    with socket.socket() as probe:  # a local port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, tmp_path / "repo" / "clients" / "rte" / "client.py",
+                             "--url", f"127.0.0.1:{port}", json.dumps(EXAMPLES[0])],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: Triton at 127.0.0.1:{port} could not run rte_classify: ")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

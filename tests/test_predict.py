@@ -26,7 +26,9 @@ from hyperexport.materialize import materialize
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.export.classify import label_token_ids
 from hyperexport.export.onnx import export_onnx
-from hyperexport.runtime.predict import label_results, predict, read_examples
+from hyperexport.runtime.examples import read_examples
+from hyperexport.runtime.heads import label_results
+from hyperexport.runtime.predict import predict
 from hyperexport.recipe.schema import load_recipe
 from hyperexport.model.trained import load_run
 from hyperexport.tasks.registry import get_task

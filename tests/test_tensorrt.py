@@ -72,9 +72,9 @@ def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
 
 def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_without_plans):
     """The runner splits batches larger than the profile; checked with ONNX Runtime on the source graphs."""
-    from hyperexport.contracts.names import CLASSIFY_GRAPH
-    from hyperexport.verify.runners import OnnxRuntimeRunner, ParityInputs
-    from hyperexport.runtime.tensorrt import infer_in_chunks
+    from hyperexport.contracts.export import GenerationIds
+    from hyperexport.runtime.backends import OnnxRuntimeBackend
+    from hyperexport.verify.runners import ExportRunner, ParityInputs, infer_in_chunks
 
     generator = torch.Generator().manual_seed(5)
     input_ids = torch.randint(3, 300, (7, 9), generator=generator)
@@ -82,7 +82,8 @@ def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_witho
     mask[3, 5:] = 0
     inputs = ParityInputs(input_ids, mask, torch.randint(3, 300, (7, 3), generator=generator),
                           torch.tensor([[50, 1], [51, 1]]), 3)
-    with OnnxRuntimeRunner(engine_folder_without_plans / "onnx", CLASSIFY_GRAPH) as runner:
+    source = engine_folder_without_plans / "onnx"
+    with ExportRunner("onnxruntime", OnnxRuntimeBackend(source), GenerationIds.read(source)) as runner:
         whole = runner.infer(inputs)
         chunked = infer_in_chunks(runner.infer, inputs, 3, 0)
     assert set(chunked) == {"scores", "logits", "tokens"}
@@ -91,8 +92,7 @@ def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_witho
 
 
 def test_chunks_that_stop_early_are_padded_like_generate():
-    from hyperexport.verify.runners import ParityInputs
-    from hyperexport.runtime.tensorrt import infer_in_chunks
+    from hyperexport.verify.runners import ParityInputs, infer_in_chunks
 
     def stops_after_its_rows(inputs):  # chunk of n rows generates n tokens after the start token
         rows = inputs.input_ids.shape[0]

@@ -33,8 +33,11 @@ from hyperexport.bench.subject import (
     random_inputs,
     torch_threads,
 )
-from hyperexport.contracts.names import CLASSIFY_GRAPH, GENERATE_GRAPHS, plan_name
+from hyperexport.contracts.export import ExportFolder, GenerationIds
+from hyperexport.contracts.names import CLASSIFY_GRAPH, HEAD_GRAPHS
 from hyperexport.errors import UserError
+from hyperexport.runtime.backends import GraphBackend, OnnxRuntimeBackend
+from hyperexport.runtime.generation import greedy_generate
 
 VARIANTS = ("torch_hypernet", "torch_folded", "ort_fp32", "ort_int8", "ort_plain_backbone")
 HEADS = ("classify", "generate")
@@ -54,17 +57,13 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
     if unknown:
         raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
     check_settings(seq, rounds)
-    engines = None
-    if tensorrt is not None:  # before the slow part: no GPU or no tensorrt is a one-line error here
-        from hyperexport.runtime.tensorrt import TensorRTEngines
-
-        engines = TensorRTEngines(tensorrt)
+    engines = _tensorrt_export(tensorrt, task) if tensorrt is not None else None
     subject = load_subject(run, task, backbone, recipe)
     with torch_threads(threads) as threads, tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, \
             contextlib.ExitStack() as stack:
         variants, sizes = _build_variants(subject, heads, Path(folder), threads, progress_bar)
         if engines is not None:
-            _add_tensorrt(variants, sizes, stack.enter_context(engines), subject)
+            _add_tensorrt(variants, sizes, engines, stack, subject)
         rows = _measure(subject, variants, batches, seq, rounds, progress_bar)
         hypernet_ms = _hypernet_ms(subject)
     return {"machine": machine_facts(threads), "source": subject.source, "task": subject.task,
@@ -117,17 +116,28 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
     return variants, sizes
 
 
-def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> None:
-    """The engines as variant `tensorrt_<precision>` of every head they hold, and their plans' sizes."""
-    from hyperexport.runtime.tensorrt import bench_functions
+def _tensorrt_export(folder: str | Path, task: str) -> tuple[ExportFolder, GraphBackend]:
+    """An engine folder of `task` and its backend; before the slow part, so that no GPU, no tensorrt or
+    plans from another machine are a one-line error at once."""
+    from hyperexport.runtime.tensorrt import TensorRTBackend, open_engine_folder
 
-    name = f"{TENSORRT_VARIANT}_{engines.manifest['precision']}"
-    graphs = {"classify": [CLASSIFY_GRAPH], "generate": list(GENERATE_GRAPHS.values())}
-    for head, fn in bench_functions(engines, subject.task, subject.new_tokens).items():
+    export = open_engine_folder(Path(folder))
+    if export.manifest.task != task:
+        raise UserError(f"{folder} holds engines of task {export.manifest.task}, not {task}")
+    return export, TensorRTBackend(export.path)
+
+
+def _add_tensorrt(variants: dict, sizes: dict, engines: tuple[ExportFolder, GraphBackend],
+                  stack: contextlib.ExitStack, subject: Subject) -> None:
+    """The engines as variant `tensorrt_<precision>` of every head they hold, and their plans' sizes."""
+    export, backend = engines
+    stack.enter_context(backend)
+    name = f"{TENSORRT_VARIANT}_{export.manifest.precision}"
+    ids = export.generation_ids if "generate" in export.heads else None
+    for head in export.heads:
         if head in variants:
-            variants[head][name] = fn
-            sizes.setdefault(name, {})[head] = sum(
-                (engines.export_dir / plan_name(g)).stat().st_size for g in graphs[head]) / 2**20
+            variants[head][name] = _backend_fn(backend, head, subject.new_tokens, ids)
+            sizes.setdefault(name, {})[head] = sum(export.graph_file(g).stat().st_size for g in HEAD_GRAPHS[head]) / 2**20
 
 
 def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -> Callable:
@@ -157,24 +167,20 @@ def _torch_fn(subject: Subject, head: str, hypernet: bool = False, model=None) -
 
 
 def _onnxruntime_fn(folder: Path, head: str, new_tokens: int, threads: int) -> Callable:
-    import onnxruntime as ort
+    """ONNX Runtime over one variant's graphs, with `threads` intra-op threads that do not spin idle (several
+    sessions share these cores; one session's spinning threads would slow whichever variant runs next)."""
+    ids = GenerationIds.read(folder) if head == "generate" else None
+    return _backend_fn(OnnxRuntimeBackend(folder, threads=threads), head, new_tokens, ids)
 
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # Idle pool threads must not spin: several sessions share these cores, and one session's spinning
-    # threads would slow whichever variant runs next (PyTorch's OpenMP threads are passive in the CLI).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+def _backend_fn(backend: GraphBackend, head: str, new_tokens: int, ids: GenerationIds | None) -> Callable:
+    """fn(input_ids, attention_mask) over `backend`: label scores, or exactly `new_tokens` greedy tokens."""
     if head == "classify":
-        session = ort.InferenceSession(str(folder / CLASSIFY_GRAPH), options, providers=["CPUExecutionProvider"])
-        return lambda input_ids, attention_mask: session.run(
-            ["scores"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
-    from optimum.onnxruntime import ORTModelForSeq2SeqLM
-
-    model = ORTModelForSeq2SeqLM.from_pretrained(folder, use_cache=True, use_merged=False, session_options=options)
-    return lambda input_ids, attention_mask: model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
-        max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        return lambda input_ids, attention_mask: backend.infer(
+            CLASSIFY_GRAPH, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})["scores"]
+    assert ids is not None
+    return lambda input_ids, attention_mask: greedy_generate(
+        backend, input_ids.numpy(), attention_mask.numpy(), new_tokens, ids, min_new_tokens=new_tokens)
 
 
 # ---- measuring ------------------------------------------------------------------------------------

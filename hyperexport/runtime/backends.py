@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from hyperexport.errors import UserError
+
+if TYPE_CHECKING:
+    from hyperexport.contracts.export import ExportFolder
 
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -51,15 +54,34 @@ def onnxruntime_provider(precision: str) -> str | None:
     return CUDA_PROVIDER if CUDA_PROVIDER in ort.get_available_providers() else None
 
 
+def export_backend(export: ExportFolder, threads: int | None = None) -> GraphBackend:
+    """The backend that runs an export folder here: TensorRT for an engine folder (needs an NVIDIA GPU
+    and tensorrt), else ONNX Runtime with the provider its precision needs; what cannot run here is a
+    one-line `UserError` before anything is loaded."""
+    if export.is_engine:
+        from hyperexport.runtime.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(export.path)
+    precision = export.manifest.precision
+    provider = onnxruntime_provider(precision)
+    if provider is None:
+        raise UserError(f"{export.path} holds {precision} graphs, which ONNX Runtime runs only on a GPU here: "
+                        "install onnxruntime-gpu on a machine with an NVIDIA GPU, or export --precision fp32")
+    return OnnxRuntimeBackend(export.path, provider, threads)
+
+
 class OnnxRuntimeBackend:
-    """ONNX Runtime sessions over the `.onnx` graphs of a folder, each opened on first use.
+    """ONNX Runtime sessions over the `.onnx` graphs of a folder (or over `paths`: graph name -> file,
+    e.g. a Triton repository's `models/<name>/1/model.onnx`), each opened on first use.
 
     `threads`: intra-op threads per session (default: ONNX Runtime's, every core). Idle pool threads do
     not spin, so that several sessions (or PyTorch) can share the cores without slowing each other.
     """
 
-    def __init__(self, folder: str | Path, provider: str = CPU_PROVIDER, threads: int | None = None):
+    def __init__(self, folder: str | Path, provider: str = CPU_PROVIDER, threads: int | None = None,
+                 paths: Mapping[str, Path] | None = None):
         self.folder, self.provider, self.threads = Path(folder), provider, threads
+        self.paths = dict(paths) if paths is not None else None
         self.sessions: dict = {}
 
     def __enter__(self) -> OnnxRuntimeBackend:
@@ -72,8 +94,11 @@ class OnnxRuntimeBackend:
     def max_batch(self) -> int | None:
         return None
 
+    def path(self, graph: str) -> Path:
+        return self.paths[graph] if self.paths is not None and graph in self.paths else self.folder / graph
+
     def has(self, graph: str) -> bool:
-        return (self.folder / graph).is_file()
+        return self.path(graph).is_file()
 
     def session(self, graph: str):
         """The `InferenceSession` of `graph` (made once)."""
@@ -86,7 +111,7 @@ class OnnxRuntimeBackend:
             if self.threads is not None:
                 options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.sessions[graph] = ort.InferenceSession(str(self.folder / graph), options, providers=[self.provider])
+            self.sessions[graph] = ort.InferenceSession(str(self.path(graph)), options, providers=[self.provider])
         return self.sessions[graph]
 
     def infer(self, graph: str, feeds: Feeds) -> Outputs:

@@ -122,6 +122,9 @@ class TensorRTEngines:
         stream.synchronize()
         return {name: _to_numpy(buffers[name]) for name in names if not is_input[name]}
 
+    def infer(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run(graph, inputs)
+
     def graph_infer(self):
         """`generation.GraphInfer` over the generate plans."""
         return lambda graph, inputs: self.run(GENERATE_GRAPHS[graph], inputs)
@@ -204,3 +207,6 @@ def bench_functions(engines: TensorRTEngines, task: str, new_tokens: int) -> dic
 
     return {head: fn for head, fn, graph in (("classify", classify, CLASSIFY_GRAPH),
                                              ("generate", generate, GENERATE_GRAPHS["encoder"])) if engines.has(graph)}
+
+
+TensorRTBackend = TensorRTEngines

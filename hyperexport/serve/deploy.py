@@ -6,11 +6,9 @@ one model per graph, named `<task>_<graph>` (`rte_classify`, `rte_encoder`, `rte
 Runtime). `<triton-repo>/clients/<task>/` holds what a client needs and Triton must not see: the
 tokenizer, `task.json`, `deploy.json` (model names, token ids, batch limit) and `client.py`.
 
-Generation runs client-side: Triton ensembles cannot loop, so the greedy loop
-(`generation.greedy_generate`) calls the encoder, decoder and decoder-with-past models through
-`infer(model, inputs)`; `run_deployed` is that client, with a Triton gRPC `infer`
-(`triton_model_infer`) or an ONNX Runtime one over the repository's own files
-(`onnxruntime_model_infer`, for checks without a server).
+Generation runs client-side: Triton ensembles cannot loop, so the client (`serve.client`, which the
+folder's `client.py` runs) drives the one greedy loop over the encoder, decoder and decoder-with-past
+models through its `TritonBackend`, or over the repository's own files with ONNX Runtime (`--local`).
 
 An export is deployed only if `verify` passed on it (`parity_report.json`). Every config.pbtxt is
 parsed with Triton's protobuf and compared with the io spec before anything is moved into place.
@@ -19,7 +17,7 @@ parsed with Triton's protobuf and compared with the io spec before anything is m
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +26,23 @@ from hyperexport.contracts import publish
 from hyperexport.contracts.deploy import DeployFacts
 from hyperexport.contracts.export import ExportFolder, GraphIo
 from hyperexport.contracts.manifest import sha256_file
-from hyperexport.contracts.names import (CLASSIFY_GRAPH, CLIENT_FILE, CLIENTS_DIR, ENCODER_GRAPH, MANIFEST_FILE,
-                                         MODEL_VERSION,
-                                         MODELS_DIR, PARITY_REPORT_FILE, TASK_FILE, TOKENIZER_DIR, TRITON_CONFIG_FILE, TRITON_MODEL_FILES,
-                                         default_export_dir, graph_stem)
-from hyperexport.contracts.task import TaskFacts
+from hyperexport.contracts.names import (
+    CLASSIFY_GRAPH,
+    CLIENT_FILE,
+    CLIENTS_DIR,
+    ENCODER_GRAPH,
+    MANIFEST_FILE,
+    MODEL_VERSION,
+    MODELS_DIR,
+    PARITY_REPORT_FILE,
+    TASK_FILE,
+    TOKENIZER_DIR,
+    TRITON_CONFIG_FILE,
+    TRITON_MODEL_FILES,
+    default_export_dir,
+    graph_stem,
+)
 from hyperexport.errors import UserError
-from hyperexport.runtime.generation import greedy_generate
 from hyperexport.serve.triton_config import PLATFORMS, check_model_config, model_config
 
 ONNX_MAX_BATCH = 32  # an ONNX export has no profile; Triton's batcher still needs a bound
@@ -144,100 +152,19 @@ def _write_client(folder: Path, export: ExportFolder, names: dict[str, str], max
     return facts
 
 
-# ---- the client -----------------------------------------------------------------------------------
-def run_deployed(client_dir: str | Path, examples: Sequence[dict], infer: ModelInfer,
-                 batch_size: int | None = None, head: str | None = None) -> list[dict]:
-    """`predict`'s results for `examples` (dicts of the task's fields) from deployed models reached
-    through `infer(model name, inputs)`: label scores with the classify model, or greedy generation
-    (`head="generate"`, the default when no classify model was deployed)."""
-    from hyperexport.model.build import load_tokenizer
-    from hyperexport.runtime.predict import _batches, _examples_from_list, label_results
-    from hyperexport.tasks.registry import template_fields
-
-    folder = Path(client_dir)
-    description = DeployFacts.read(folder)
-    facts = TaskFacts.read(folder)
-    rows = _examples_from_list(examples, facts.task, template_fields(facts.template))
-    sources = [facts.template.format(**row) for row in rows]
-    tokenizer = load_tokenizer(str(folder / TOKENIZER_DIR))
-    batches = _batches(tokenizer, sources, facts.max_source_length, batch_size or description.max_batch_size, "np")
-    models = description.models
-    head = head or description.head
-    ids = description.token_ids
-    if head not in ("classify", "generate") or (head == "generate" and ids is None):
-        raise UserError(f"head '{head}' is not deployed for {facts.task}: use {description.head}")
-    if head == "classify":
-        scores = np.concatenate([infer(models["classify"], batch)["scores"] for batch in batches])
-        return label_results(scores, facts.labels)
-    by_graph = lambda graph, inputs: infer(models[graph], inputs)  # noqa: E731
-    texts = []
-    for batch in batches:
-        tokens = greedy_generate(by_graph, batch["input_ids"], batch["attention_mask"], facts.max_new_tokens,
-                                 ids.decoder_start_token_id, ids.eos_token_id, ids.pad_token_id)
-        texts += [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-    return [{"index": index, "label": text} for index, text in enumerate(texts)]
-
-
-def triton_model_infer(url: str = "localhost:8001") -> ModelInfer:
-    """`infer` through a Triton server's gRPC endpoint (needs `tritonclient[grpc]`)."""
-    try:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import np_to_triton_dtype
-    except ImportError:
-        raise UserError("the Triton client needs tritonclient: pip install 'tritonclient[grpc]'") from None
-    client = grpcclient.InferenceServerClient(url=url)
-
-    def infer(model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        requests = []
-        for name, array in inputs.items():
-            request = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            request.set_data_from_numpy(np.ascontiguousarray(array))
-            requests.append(request)
-        result = client.infer(model, requests)
-        return {output.name: result.as_numpy(output.name) for output in result.get_response().outputs}
-
-    return infer
-
-
-def onnxruntime_model_infer(models_dir: str | Path) -> ModelInfer:
-    """`infer` over an ONNX deployment's own `model.onnx` files with ONNX Runtime on the CPU (no server)."""
-    import onnxruntime as ort
-
-    sessions: dict = {}
-
-    def infer(model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if model not in sessions:
-            path = Path(models_dir) / model / MODEL_VERSION / TRITON_MODEL_FILES["onnx"]
-            sessions[model] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        session = sessions[model]
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, inputs)))
-
-    return infer
-
-
-CLIENT_SCRIPT = '''"""Label examples of task {task} with its models on a Triton server (client-side greedy decoding).
+CLIENT_SCRIPT = '''"""Label examples of task {task} with its models on a Triton server (hyperexport.serve.client).
 
     tritonserver --model-repository ../../models
-    python client.py '{{"sentence1": "...", "sentence2": "..."}}' [--url localhost:8001]
+    python client.py '{{"sentence1": "...", "sentence2": "..."}}' [--url localhost:8001] [--head generate]
     python client.py --local '...'    # ONNX deployments only: the repository's model.onnx files, no server
 
-Needs `pip install hyperexport 'tritonclient[grpc]'` (hyperexport for the tokenizer and the loop).
+Needs `pip install hyperexport 'tritonclient[grpc]'`.
 """
 
-import argparse
-import json
+import sys
 from pathlib import Path
 
-from hyperexport.serve.deploy import onnxruntime_model_infer, run_deployed, triton_model_infer
+from hyperexport.serve.client import main
 
-HERE = Path(__file__).resolve().parent
-
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("example", help="a JSON object of the task's fields")
-parser.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint")
-parser.add_argument("--local", action="store_true", help="run the ONNX models with ONNX Runtime instead")
-args = parser.parse_args()
-infer = onnxruntime_model_infer(HERE.parents[1] / "models") if args.local else triton_model_infer(args.url)
-print(json.dumps(run_deployed(HERE, [json.loads(args.example)], infer), indent=2))
+sys.exit(main(Path(__file__).resolve().parent))
 '''

@@ -9,6 +9,7 @@ from typing import Mapping
 import torch
 
 from hyperexport.data.collate import Example, collate
+from hyperexport.runtime.heads import decoded_texts
 from hyperexport.tasks.metrics import average_metric, compute_metrics, majority_baseline
 from hyperexport.tasks.registry import max_target_tokens
 
@@ -29,7 +30,7 @@ def predict_texts(model, tokenizer, examples: list[Example], task_id: int, max_n
             num_beams=1,
             do_sample=False,
         )
-        predictions += [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+        predictions += decoded_texts(tokenizer, out)
     return predictions
 
 

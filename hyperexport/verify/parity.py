@@ -19,15 +19,16 @@ import torch
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportFolder
-from hyperexport.contracts.names import CLASSIFY_GRAPH, PARITY_REPORT_FILE
+from hyperexport.contracts.names import PARITY_REPORT_FILE
 from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
-from hyperexport.verify.runners import OnnxRuntimeRunner, ParityInputs, TorchRunner, onnxruntime_provider
-from hyperexport.runtime.tensorrt import TensorRTRunner
 from hyperexport.export.tensorrt.compat import export_compatibility
+from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
+from hyperexport.verify.runners import ExportRunner, ParityInputs, TorchRunner
 
 if TYPE_CHECKING:
+    from hyperexport.contracts.export import GenerationIds
     from hyperexport.model.trained import TrainedRun
 
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
@@ -45,6 +46,7 @@ TOLERANCES = {
 # but their kernels sum in another order than PyTorch's). Not yet measured: scripts/gpu_check.sh prints it.
 TENSORRT_TOLERANCES = {**TOLERANCES, "fp32": {**TOLERANCES["fp32"], "logits": 1e-3, "scores": 1e-3}}
 REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
+ONNX_RUNTIME, TENSORRT = "onnxruntime", "tensorrt"  # the export's runners
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
@@ -63,7 +65,7 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     manifest = export.manifest
     tensorrt = export.is_engine
     compatibility = export_compatibility(export) if tensorrt or tensorrt_check else None
-    engines = TensorRTRunner(export_dir, CLASSIFY_GRAPH) if tensorrt else None  # no GPU or foreign plans: fail first
+    engines = _engine_runner(export) if tensorrt else None  # no GPU or foreign plans: fail first
     loaded = load_run(run if run is not None else export.source_run)
     _check_same_backbone(loaded, export)
     task = manifest.task
@@ -76,14 +78,14 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
         evaluation, targets = _evaluation_inputs(loaded, task, facts, label_ids, max_examples)
         input_sets = {"evaluation": evaluation, **input_sets}
     precision = manifest.precision
-    runners, not_run = _runners(loaded, task, folded, export_dir, precision, engines)
+    runners, not_run = _runners(loaded, task, folded, export, engines)
     outputs = {}
     for runner in runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
     tolerances = {runner.name: TOLERANCES["fp32" if runner.name == FOLDED else precision] for runner in runners}
     if tensorrt:
-        tolerances[TensorRTRunner.name] = TENSORRT_TOLERANCES[precision]
+        tolerances[TENSORRT] = TENSORRT_TOLERANCES[precision]
     comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
     metrics = [] if token_ids_only else _metric_parity(
         {r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
@@ -99,13 +101,24 @@ def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: 
     return report
 
 
-def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
-             engines: TensorRTRunner | None) -> tuple[list, list[dict]]:
+def _engine_runner(export: ExportFolder) -> ExportRunner:
+    from hyperexport.runtime.tensorrt import TensorRTBackend
+
+    return ExportRunner(TENSORRT, TensorRTBackend(export.path), _ids(export))
+
+
+def _ids(export: ExportFolder) -> GenerationIds | None:
+    return export.generation_ids if "generate" in export.heads else None
+
+
+def _runners(loaded: TrainedRun, task: str, folded: torch.nn.Module, export: ExportFolder,
+             engines: ExportRunner | None) -> tuple[list, list[dict]]:
     """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
     what that precision costs), and ONNX Runtime where a provider here runs the export's graphs, or the
-    TensorRT runner for an engine folder (which needs a GPU: a UserError here)."""
+    TensorRT runner for an engine folder."""
     from hyperexport.export.precision import HALF_PRECISIONS, cast_to_precision
 
+    precision = export.manifest.precision
     runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
     if precision in HALF_PRECISIONS:
         runners.append(TorchRunner(f"{FOLDED}_{precision}", cast_to_precision(copy.deepcopy(folded), precision)))
@@ -113,9 +126,9 @@ def _runners(loaded, task: str, folded, export_dir: Path, precision: str,
         return runners + [engines], []
     provider = onnxruntime_provider(precision)
     if provider is None:
-        return runners, [{"runner": OnnxRuntimeRunner.name, "reason": f"{precision} graphs need ONNX Runtime's "
+        return runners, [{"runner": ONNX_RUNTIME, "reason": f"{precision} graphs need ONNX Runtime's "
                           "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
-    return runners + [OnnxRuntimeRunner(export_dir, CLASSIFY_GRAPH, provider)], []
+    return runners + [ExportRunner(ONNX_RUNTIME, OnnxRuntimeBackend(export.path, provider), _ids(export))], []
 
 
 def _check_same_backbone(loaded: TrainedRun, export: ExportFolder) -> None:
@@ -187,11 +200,12 @@ def _token_mismatch(value: np.ndarray, expected: np.ndarray) -> float:
 def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: TaskFacts,
                    tolerances: dict[str, dict]) -> list[dict]:
     """The task metric of each head's predictions per runner; each must equal the reference's."""
+    from hyperexport.runtime.heads import decoded_texts, label_results
     from hyperexport.tasks.metrics import compute_metrics
     spec = loaded.task_spec(task)
     rows = []
-    for head, predict in (("classify", lambda o: [facts.labels[i] for i in o["scores"].argmax(1)]),
-                          ("generate", lambda o: [t.strip() for t in loaded.tokenizer.batch_decode(o["tokens"], skip_special_tokens=True)])):
+    for head, predict in (("classify", lambda o: [r["label"] for r in label_results(o["scores"], facts.labels)]),
+                          ("generate", lambda o: decoded_texts(loaded.tokenizer, o["tokens"]))):
         values = {runner: compute_metrics(spec, predict(o), targets) for runner, o in outputs.items()
                   if ("scores" if head == "classify" else "tokens") in o}
         gaps = {r: max(abs(v[k] - values[REFERENCE][k]) for k in v) for r, v in values.items() if r != REFERENCE}

@@ -1,5 +1,5 @@
-"""Runners: one small interface over PyTorch (hypernetwork or folded) and ONNX Runtime, so `verify`
-treats every backend alike (Polygraphy's runner design). A runner is a context manager (activate /
+"""Runners: one small interface over PyTorch (hypernetwork or folded) and an export's graphs on any
+`GraphBackend` (ONNX Runtime, TensorRT), so `verify` treats every runtime alike (Polygraphy's runner design). A runner is a context manager (activate /
 deactivate) whose `infer(inputs)` returns named numpy outputs:
 - `logits` [B, T, V]: teacher-forced decoder logits (generate head);
 - `scores` [B, K]: log-probability of each label string (classify head);
@@ -8,14 +8,19 @@ deactivate) whose `infer(inputs)` returns named numpy outputs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from hyperexport.contracts.names import DECODER_GRAPH, ENCODER_GRAPH
+from hyperexport.contracts.names import CLASSIFY_GRAPH, DECODER_GRAPH, ENCODER_GRAPH
+from hyperexport.runtime.generation import greedy_generate
+
+if TYPE_CHECKING:
+    from hyperexport.contracts.export import GenerationIds
+    from hyperexport.runtime.backends import GraphBackend
 
 
 @dataclass(frozen=True)
@@ -68,59 +73,51 @@ class TorchRunner:
         return outputs
 
 
-def onnxruntime_provider(precision: str) -> str | None:
-    """The ONNX Runtime execution provider that can run graphs of `precision` here, or None."""
-    import onnxruntime as ort
+class ExportRunner:
+    """An export's graphs on a `GraphBackend` (ONNX Runtime or TensorRT), whichever heads it holds:
+    teacher-forced logits through the first-step decoder, label scores through the classify graph,
+    greedy tokens through the one decode loop. Batches above the backend's limit run in chunks."""
 
-    from hyperexport.export.precision import CPU_RUNNABLE
+    def __init__(self, name: str, backend: GraphBackend, ids: GenerationIds | None):
+        self.name, self.backend, self.ids = name, backend, ids
 
-    if precision in CPU_RUNNABLE:
-        return "CPUExecutionProvider"
-    return "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else None
-
-
-class OnnxRuntimeRunner:
-    """ONNX Runtime over an export folder (CPU provider unless told otherwise): whichever heads it holds."""
-
-    name = "onnxruntime"
-
-    def __init__(self, export_dir: Path, classify_file: str, provider: str = "CPUExecutionProvider"):
-        self.export_dir, self.classify_file, self.provider = Path(export_dir), classify_file, provider
-        self.sessions: dict = {}
-        self.generator = None
-
-    def __enter__(self) -> "OnnxRuntimeRunner":
-        import onnxruntime as ort
-
-        for name in (ENCODER_GRAPH, DECODER_GRAPH, self.classify_file):
-            if (self.export_dir / name).is_file():
-                self.sessions[name] = ort.InferenceSession(str(self.export_dir / name), providers=[self.provider])
-        if DECODER_GRAPH in self.sessions:
-            from optimum.onnxruntime import ORTModelForSeq2SeqLM
-
-            self.generator = ORTModelForSeq2SeqLM.from_pretrained(self.export_dir, use_cache=True, use_merged=False,
-                                                                  provider=self.provider)
+    def __enter__(self) -> ExportRunner:
+        self.backend.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.sessions, self.generator = {}, None
+    def __exit__(self, *exc: object) -> None:
+        self.backend.__exit__(*exc)
 
     def infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
+        step = self.backend.max_batch or inputs.input_ids.shape[0]
+        pad = self.ids.pad_token_id if self.ids is not None else 0
+        return infer_in_chunks(self._infer, inputs, step, pad)
+
+    def _infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         feeds = {"input_ids": inputs.input_ids.numpy(), "attention_mask": inputs.attention_mask.numpy()}
         outputs = {}
-        if self.classify_file in self.sessions:
-            outputs["scores"] = self.sessions[self.classify_file].run(["scores"], feeds)[0]
-        if self.generator is not None:
-            outputs["logits"] = self._logits(feeds, inputs.decoder_input_ids.numpy())
-            outputs["tokens"] = self.generator.generate(
-                input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
-                max_new_tokens=inputs.max_new_tokens, do_sample=False, num_beams=1).numpy()
+        if self.backend.has(CLASSIFY_GRAPH):
+            outputs["scores"] = self.backend.infer(CLASSIFY_GRAPH, feeds)["scores"]
+        if self.backend.has(ENCODER_GRAPH) and self.ids is not None:
+            hidden = self.backend.infer(ENCODER_GRAPH, feeds)["last_hidden_state"]  # [B, S, d]
+            outputs["logits"] = self.backend.infer(DECODER_GRAPH, {
+                "input_ids": inputs.decoder_input_ids.numpy(), "encoder_hidden_states": hidden,
+                "encoder_attention_mask": feeds["attention_mask"]})["logits"]  # [B, T, V]
+            outputs["tokens"] = greedy_generate(self.backend, feeds["input_ids"], feeds["attention_mask"],
+                                                inputs.max_new_tokens, self.ids)
         return outputs
 
-    def _logits(self, feeds: dict, decoder_input_ids: np.ndarray) -> np.ndarray:
-        hidden = self.sessions[ENCODER_GRAPH].run(None, feeds)[0]
-        decoder = self.sessions[DECODER_GRAPH]
-        available = {"input_ids": decoder_input_ids, "encoder_hidden_states": hidden,
-                     "encoder_attention_mask": feeds["attention_mask"]}
-        wanted = {i.name for i in decoder.get_inputs()}
-        return decoder.run(["logits"], {k: v for k, v in available.items() if k in wanted})[0]
+
+def infer_in_chunks(infer: Callable[[ParityInputs], dict[str, np.ndarray]], inputs: ParityInputs, step: int,
+                    pad_token_id: int) -> dict[str, np.ndarray]:
+    """`infer` on slices of at most `step` rows, joined along the batch; generated tokens of chunks that
+    stopped at different lengths are padded with `pad_token_id`, as `generate()` pads a batch."""
+    chunks = [infer(ParityInputs(inputs.input_ids[i:i + step], inputs.attention_mask[i:i + step],
+                                 inputs.decoder_input_ids[i:i + step], inputs.label_ids, inputs.max_new_tokens))
+              for i in range(0, inputs.input_ids.shape[0], step)]
+    merged = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0] if name != "tokens"}
+    if "tokens" in chunks[0]:
+        width = max(chunk["tokens"].shape[1] for chunk in chunks)
+        merged["tokens"] = np.concatenate([np.pad(chunk["tokens"], ((0, 0), (0, width - chunk["tokens"].shape[1])),
+                                                  constant_values=pad_token_id) for chunk in chunks])
+    return merged
