@@ -27,7 +27,7 @@ from demo_scitail_data import write_demo_scitail  # noqa: E402
 
 from hyperexport import adapt as A  # noqa: E402
 from hyperexport.model.build import build_model, load_tokenizer  # noqa: E402
-from hyperexport.recipe.schema import load_recipe  # noqa: E402
+from hyperexport.recipe.load import load_recipe  # noqa: E402
 from hyperexport.tasks.registry import get_task  # noqa: E402
 
 TASK = "scitail"

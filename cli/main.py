@@ -46,7 +46,7 @@ def train(
     ] = None,
 ) -> None:
     """Multi-task training from a recipe; writes runs/<name>/ and points runs/latest at it."""
-    from hyperexport.recipe.schema import load_recipe
+    from hyperexport.recipe.load import load_recipe
     from hyperexport.training.loop import train as train_recipe
 
     run_dir = train_recipe(load_recipe(recipe), output=output, max_steps=max_steps, device=device,
@@ -205,7 +205,7 @@ def deploy(
 def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
     """Parameter accounting as the paper's Table 1 counts it (offline, no weights needed)."""
     from hyperexport.params import parameter_report
-    from hyperexport.recipe.schema import load_recipe
+    from hyperexport.recipe.load import load_recipe
 
     report = parameter_report(load_recipe(recipe))
     print_json(report) if json_output else print_parameters(report)

@@ -22,7 +22,7 @@ import torch
 
 from hyperexport.data.collate import collate
 from hyperexport.model.build import build_model, load_tokenizer
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 from hyperexport.training.task_data import load_task_data
 

@@ -52,7 +52,7 @@ def tiny_rte_export(root: Path) -> tuple[Path, Path]:
     """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder)."""
     from hyperexport.materialize import materialize
     from hyperexport.export.onnx import export_onnx
-    from hyperexport.recipe.schema import load_recipe
+    from hyperexport.recipe.load import load_recipe
     from hyperexport.training.loop import train
 
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)

@@ -18,7 +18,7 @@ from hyperexport.contracts import names
 from hyperexport.training.adapt import EMBEDDING_KEY, adapt, adaptation_model, few_shot_indices, set_trainable, train_steps
 from hyperexport.data.demo import demo_examples
 from hyperexport.model.build import load_tokenizer
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.tasks.registry import get_task
 from hyperexport_cli.main import app
 

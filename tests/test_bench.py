@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from hyperexport.recipe.schema import load_recipe
+    from hyperexport.recipe.load import load_recipe
     from hyperexport.training.loop import train
 
     return train(load_recipe(TINY_RECIPE), output=tmp_path_factory.mktemp("bench") / "runs" / "tiny", progress_bar=False)

@@ -20,7 +20,7 @@ from hyperexport.fold import load_folded_task
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.export.classify import LabelScorer, label_token_ids
 from hyperexport.export.onnx import export_onnx
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.model.trained import load_run
 from hyperexport.training.task_data import load_task_data
 

@@ -29,7 +29,7 @@ from hyperexport.export.onnx import export_onnx
 from hyperexport.runtime.examples import read_examples
 from hyperexport.runtime.heads import label_results
 from hyperexport.runtime.predict import predict
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.model.trained import load_run
 from hyperexport.tasks.registry import get_task
 from hyperexport.training.loop import train

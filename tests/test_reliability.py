@@ -27,7 +27,7 @@ from hyperexport.contracts import names
 from hyperexport.interop.hyperformer import import_hyperformer
 from hyperexport.materialize import materialize
 from hyperexport.export.onnx import export_onnx
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 from hyperexport_cli.main import app
 

@@ -14,7 +14,7 @@ from conftest import TINY_RECIPE, reseal
 
 from hyperexport.contracts import names
 from hyperexport.errors import UserError
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 
 ROOT = Path(__file__).parents[1]

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hyperexport.contracts.names import TRANSFORMERS_CONFIG_FILE
 from hyperexport.errors import UserError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def backbone_config(name_or_path: str) -> T5Config:
 
     path = _DIR / f"{name_or_path}.json" if name_or_path in PRESETS else Path(name_or_path).expanduser()
     if path.is_dir():
-        path = path / "config.json"
+        path = path / TRANSFORMERS_CONFIG_FILE
     if not path.is_file():
         raise UserError(
             f"unknown backbone {name_or_path!r}: use a preset ({', '.join(PRESETS)}) "

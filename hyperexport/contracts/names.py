@@ -40,6 +40,10 @@ DECODER_WITH_PAST_GRAPH = "decoder_with_past_model.onnx"
 GENERATE_GRAPHS = {"encoder": ENCODER_GRAPH, "decoder": DECODER_GRAPH, "decoder_with_past": DECODER_WITH_PAST_GRAPH}
 HEAD_GRAPHS = {"classify": (CLASSIFY_GRAPH,), "generate": tuple(GENERATE_GRAPHS.values())}
 MODEL_CONFIG_FILE = "config.json"  # transformers' T5 config, beside the generate graphs (optimum loads it)
+
+# ---- transformers' own checkpoint layout (a saved backbone/, an original HyperFormer checkpoint) -------
+TRANSFORMERS_CONFIG_FILE = MODEL_CONFIG_FILE
+TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # preferred first
 IO_SPEC_FILE = "io_spec.json"
 PARITY_REPORT_FILE = "parity_report.json"  # written into an export folder by `verify`, after its manifest
 ENGINE_SOURCE_DIR = "onnx"  # an engine folder's source ONNX export

@@ -30,8 +30,8 @@ from hyperexport.contracts import publish
 from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.errors import UserError
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-CONFIG_FILE = "config.json"
+WEIGHT_FILES = names.TRANSFORMERS_WEIGHT_FILES
+CONFIG_FILE = names.TRANSFORMERS_CONFIG_FILE
 NOT_TRAINING_ARGS = {CONFIG_FILE, "trainer_state.json", "tokenizer_config.json", "special_tokens_map.json",
                      "tokenizer.json", "added_tokens.json", "generation_config.json"}
 TOKENIZER_FILES = ("tokenizer_config.json", "spiece.model", "tokenizer.json")
@@ -237,7 +237,7 @@ def _t5_config(config_class, original: dict):
 
 def _recipe(settings: OriginalSettings, name: str, tokenizer: str | None):
     """The run's recipe: the original's tasks and adapter settings; the backbone is the run's own folder."""
-    from hyperexport.recipe.schema import recipe_from_dict
+    from hyperexport.recipe.load import recipe_from_dict
     from hyperexport.tasks.registry import TASKS
 
     unknown = [task for task in settings.tasks if task not in TASKS]
@@ -284,7 +284,7 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
     import yaml
 
     from hyperexport.params import count_parameters
-    from hyperexport.recipe.schema import recipe_to_dict
+    from hyperexport.recipe.load import recipe_to_dict
     from hyperexport.training.checkpoint import save_trainable
 
     with publish.building(destination) as tmp:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from hyperexport.contracts.names import TRANSFORMERS_WEIGHT_FILES
 from hyperexport.errors import UserError
 from hyperexport.model.hyper_t5 import HyperT5
 
@@ -83,7 +84,7 @@ def _saved_legacy_bias(folder: Path) -> torch.Tensor:
     """The legacy table from a saved backbone folder (from_pretrained drops the key as unexpected)."""
     from safetensors import safe_open
 
-    path = folder / "model.safetensors"
+    path = folder / TRANSFORMERS_WEIGHT_FILES[0]
     if path.is_file():
         with safe_open(str(path), framework="pt") as handle:
             if LEGACY_CROSS_ATTENTION_BIAS_KEY in handle.keys():

@@ -46,7 +46,7 @@ class TrainedRun:
 def load_run(run: str | Path | None = None) -> TrainedRun:
     """The run at `run` (default runs/latest), ready for inference."""
     from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
-    from hyperexport.recipe.schema import load_recipe
+    from hyperexport.recipe.load import load_recipe
     from hyperexport.training.checkpoint import load_trainable
 
     folder = RunFolder.resolve(run)

@@ -68,7 +68,7 @@ def adapt(run: str | Path | None = None, task: str = "", data: str | Path = "", 
           overwrite: bool = False, progress_bar: bool = True) -> dict:
     """Learn `task` from the examples in `data` on the run at `run` (default runs/latest); returns a report."""
     from hyperexport.model.build import load_tokenizer
-    from hyperexport.recipe.schema import load_recipe
+    from hyperexport.recipe.load import load_recipe
 
     run_folder = RunFolder.resolve(run)
     run_dir = run_folder.path
@@ -162,7 +162,7 @@ def _task_entry(task: str, template, labels, metric, label_field) -> dict:
 
 def _recipe_with_task(recipe, run_dir: Path, destination: Path, entry: dict):
     """(the recipe as plain data with the task appended, for recipe.yaml; the validated recipe)."""
-    from hyperexport.recipe.schema import recipe_from_dict, recipe_to_dict
+    from hyperexport.recipe.load import recipe_from_dict, recipe_to_dict
 
     plain = recipe_to_dict(recipe)
     for task in plain["tasks"]:  # tasks adapted earlier keep paths relative to the run folder

@@ -74,7 +74,7 @@ def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overw
 def _check_same_recipe(recipe, partial: Path) -> None:
     """--resume continues the run it was started as: refuse a recipe that differs (another backbone,
     model or schedule would silently mix two trainings), naming the first differing field."""
-    from hyperexport.recipe.schema import recipe_to_dict
+    from hyperexport.recipe.load import recipe_to_dict
 
     try:
         started = yaml.safe_load((partial / names.RECIPE_FILE).read_text(encoding="utf-8"))
@@ -259,7 +259,7 @@ def _summary(step: int, result: dict) -> str:
 
 
 def _recipe_yaml(recipe) -> str:
-    from hyperexport.recipe.schema import recipe_to_dict
+    from hyperexport.recipe.load import recipe_to_dict
 
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hyperexport.recipe.schema import recipe_from_dict
+from hyperexport.recipe.load import recipe_from_dict
 from hyperexport.training.task_data import load_task_data
 
 

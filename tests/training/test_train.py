@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.errors import UserError
-from hyperexport.recipe.schema import load_recipe
+from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 
 TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"
