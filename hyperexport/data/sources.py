@@ -66,6 +66,10 @@ def load_raw_examples(
     raise UserError(f"unknown data source '{source}'; use one of {', '.join(SOURCES)}")
 
 
+OFFLINE_DATA = ("give task {task} local data: source glue_dir with path the GLUE root folder (the one holding "
+                "RTE/, SST-2/, ...), or source jsonl with a folder of train/validation/test.jsonl (docs/data.md)")
+
+
 def _require_path(source: str, path: str | None) -> Path:
     if not path:
         raise UserError(f"data source '{source}' needs a path; set the task's data path in the recipe")
@@ -77,7 +81,15 @@ def _hub_examples(task: TaskSpec, split: str) -> list[dict]:
         raise UserError(f"task '{task.name}' has no hub dataset; use source jsonl or csv with a path")
     import datasets  # heavy; only online users reach this
 
-    dataset = datasets.load_dataset(task.hf_path, task.hf_config, split=split)
+    from hyperexport.hub import datasets_offline_unless_reachable, unreachable_dataset
+
+    with datasets_offline_unless_reachable() as online:
+        try:
+            dataset = datasets.load_dataset(task.hf_path, task.hf_config, split=split)
+        except ConnectionError:
+            if online:
+                raise
+            raise unreachable_dataset(task.hf_path, OFFLINE_DATA.format(task=task.name)) from None
     return [dict(row) for row in dataset]
 
 

@@ -11,8 +11,12 @@ import torch
 
 from hyperexport.contracts.names import TRANSFORMERS_WEIGHT_FILES
 from hyperexport.errors import UserError
+from hyperexport.hub import load_from_hub
 from hyperexport.model.hyper_t5 import HyperT5
 
+OFFLINE_TOKENIZER = ("set backbone.tokenizer to a local folder (save_pretrained), or to byt5 or demo-words, "
+                     "which need no files")
+OFFLINE_BACKBONE = "set backbone.pretrained to a local folder of T5 weights (save_pretrained), or null for random weights"
 BYTE_TOKENIZER = "byt5"  # ByT5's byte tokenizer: needs no files
 DEMO_WORD_TOKENIZER = "demo-words"  # one token per word of the demo's synthetic vocabulary
 
@@ -29,7 +33,9 @@ def load_tokenizer(name_or_path: str):
 
         return word_level_tokenizer(demo_vocabulary())
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
+        if Path(name_or_path).expanduser().is_dir():
+            return AutoTokenizer.from_pretrained(name_or_path)
+        return load_from_hub(AutoTokenizer.from_pretrained, name_or_path, "tokenizer", OFFLINE_TOKENIZER)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load tokenizer '{name_or_path}': {str(error).splitlines()[0]}") from None
 
@@ -48,7 +54,11 @@ def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None):
         table = None
     else:
         try:
-            backbone = T5ForConditionalGeneration.from_pretrained(str(source))
+            if Path(source).expanduser().is_dir():
+                backbone = T5ForConditionalGeneration.from_pretrained(str(source))
+            else:
+                backbone = load_from_hub(T5ForConditionalGeneration.from_pretrained, str(source), "backbone",
+                                         OFFLINE_BACKBONE)
         except (OSError, ValueError) as error:
             raise UserError(f"cannot load backbone '{source}': {str(error).splitlines()[0]}") from None
         table = _saved_legacy_bias(Path(source)) if backbone_config.legacy_cross_attention_bias else None
