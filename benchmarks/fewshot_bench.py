@@ -1,4 +1,4 @@
-"""Few-shot adaptation on the demo run (PAPER.md 6.4): the held-out scitail-like task learned from K
+"""Few-shot adaptation on the demo run (method §10): the held-out scitail-like task learned from K
 examples by (a) a new task embedding only (`hyperexport adapt`'s path; started from rte's embedding or
 from N(0, 1)), (b) a fresh plain adapter (the `adapters` variant, one task) on the same frozen backbone
 and the run's trained layer norms, with the same K examples, steps and batch size, and (c) zero-shot

@@ -1,4 +1,4 @@
-"""Parameter accounting the way the paper's Table 1 counts (PAPER.md 6.2), offline: the model is
+"""Parameter accounting the way the paper's Table 1 counts (method §5), offline: the model is
 built on the meta device, so even t5-large costs no memory and no download."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Text pairs and their tokenised seq2seq batches.
 
-Differences from the reference collator (PAPER 3.3): label padding is -100 (ignored by the loss)
+Differences from the reference collator (method §6): label padding is -100 (ignored by the loss)
 rather than pad id 0, and the batch carries integer `task_ids` instead of one task string, so a
 batch may mix tasks; single-task batches are the sampler's default.
 """

@@ -1,4 +1,4 @@
-"""Temperature-scaled multi-task batch sampling (PAPER 4).
+"""Temperature-scaled multi-task batch sampling (method §7).
 
 Task i is drawn with probability p_i ∝ (N_i / Σ_j N_j)^(1/T), then `batch_size` example indices are
 drawn uniformly with replacement from that task, like the reference's `MultiTaskBatchSampler`.

@@ -106,6 +106,9 @@ def _glue_tsv_examples(task: TaskSpec, split: str, root: Path) -> list[dict]:
         raise UserError(f"glue_dir has no split '{split}'; it serves {', '.join(GLUE_TSV_FILES)}")
     layout = GLUE_TSV_LAYOUTS[task.name]
     file = root / layout.folder / GLUE_TSV_FILES[split]
+    if not file.is_file() and (root / GLUE_TSV_FILES[split]).is_file():
+        raise UserError(f"glue_dir path {root} is a task's folder; set path to the GLUE root that holds "
+                        f"{layout.folder}/ (here {root.parent})")
     if not file.is_file():
         raise UserError(f"GLUE file {file} is missing; download GLUE into {root} in its TSV layout")
     with file.open(encoding="utf-8", newline="") as handle:

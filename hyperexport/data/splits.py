@@ -1,4 +1,4 @@
-"""The train / validation / test protocol of PAPER 3.2 (`split_validation_test=true`).
+"""The train / validation / test protocol of method §6 (`split_validation_test=true`).
 
 Each task's `split_policy` decides where a requested split comes from (source splits are named
 after the task's `split_map`):
@@ -6,12 +6,12 @@ after the task's `split_map`):
   seeded permutation (`torch.randperm`, generator seeded with `data_seed`) of the validation split.
 - "large": validation is the first `large_validation_size(n)` examples of a seeded permutation of
   train; test is the mapped test split (for GLUE the original dev set). Train excludes the
-  validation examples unless `validation_leak=True`, which reproduces the reference (PAPER 7.4).
+  validation examples unless `validation_leak=True`, which reproduces the reference (method §6).
 - "direct": the mapped splits as they are.
-`max_examples` keeps the first n of a seeded permutation of the split (few-shot, PAPER 3.2 c).
+`max_examples` keeps the first n of a seeded permutation of the split (few-shot, method §6).
 
 Deliberate differences from the reference:
-- No split drops its last example: the reference's `[:-1]` off-by-one (PAPER 7.5) is not reproduced.
+- No split drops its last example: the reference's `[:-1]` off-by-one (method §6) is not reproduced.
 - The large-policy validation size is min(1000, n // 10), so demo-sized train sets keep 90% for
   training; every real large task (n >= 10,000) still gets the paper's 1,000.
 - The large-policy train split keeps the source order; validation and test keep permutation order.

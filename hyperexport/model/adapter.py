@@ -1,4 +1,4 @@
-"""The adapter computation shared by every variant: `y + LN(U act(D y + b_D) + b_U)` (PAPER.md 1.2).
+"""The adapter computation shared by every variant: `y + LN(U act(D y + b_D) + b_U)` (method §2).
 
 A variant only decides where the weights come from. Whatever produces them hands over one
 `AdapterWeights` per stack, holding every layer's and position's tensors for the U distinct tasks
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 ADAPTER_LAYER_NORM_EPS = 1e-5
-POSITIONS = ("feed_forward", "self_attention")  # index 0 = after the FFN, 1 = after self-attention (PAPER 1.5)
+POSITIONS = ("feed_forward", "self_attention")  # index 0 = after the FFN, 1 = after self-attention (method §3)
 STACKS = ("encoder", "decoder")
 
 

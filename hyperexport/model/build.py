@@ -1,5 +1,5 @@
 """Build a `HyperT5` from a recipe: the backbone first (pretrained or random from a config), then the
-adapter modules attached and initialised after loading (PAPER.md 8: `from_pretrained` builds on the
+adapter modules attached and initialised after loading (method §4: `from_pretrained` builds on the
 meta device with init disabled, so nothing of ours may be created inside it)."""
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Where adapter weights come from: the variants of PAPER.md 1.5, 1.6 and 1.9.
+"""Where adapter weights come from: the variants of method §3 and 1.9.
 
 Each stack (encoder, decoder) owns one generator. A generator maps the batch's U distinct tasks to
 one `AdapterWeights` for all L layers and both positions in a single batched call:
 - `HyperNetPlusPlus`: one hypernet per stack, conditioned on [task, layer id, position] (HyperFormer++);
 - `PerPositionHyperNets`: a hypernet per (layer, position), conditioned on the task (HyperFormer);
 - `LayerHyperNet`: one hypernet per stack, conditioned on [task, layer id], with a generator set per
-  position (the released configs/hyperformer.json, `unique_hyper_net`; PAPER 1.6);
+  position (the released configs/hyperformer.json, `unique_hyper_net`; method §3);
 - `TaskAdapters`: plain per-task adapters with one post-LayerNorm per position (Adapter-dagger).
 """
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from hyperexport.model.adapter import AdapterWeights
 
-HYPERNET_INIT_STD = 1e-2  # PAPER 1.7: every hypernet / projector / adapter Linear
+HYPERNET_INIT_STD = 1e-2  # method §4: every hypernet / projector / adapter Linear
 PROJECTOR_LAYER_NORM_EPS = 1e-6
 NUM_POSITIONS = 2
 
@@ -192,5 +192,5 @@ class TaskAdapters(nn.Module):
 
 
 def bottleneck_size(d_model: int, reduction_factor: int) -> int:
-    """m = d // r (PAPER 1.2), at least 1."""
+    """m = d // r (method §2), at least 1."""
     return max(1, math.floor(d_model / reduction_factor))

@@ -1,5 +1,5 @@
 """`HyperT5`: an unmodified transformers T5 whose self-attention and feed-forward outputs pass through
-task-conditioned adapters (PAPER.md 1.1), with per-example task ids.
+task-conditioned adapters (method §1), with per-example task ids.
 
 The adapters are attached as forward hooks on `SelfAttention` (its first output) and `DenseReluDense`,
 so they run after the sublayer's output projection and before its dropout and residual add; T5's
@@ -131,7 +131,7 @@ def is_t5_layer_norm(module: nn.Module) -> bool:
 
 
 def freeze_all_but_adapters_and_layer_norms(model: HyperT5) -> None:
-    """PAPER 1.8: train hypernets/adapters, task embeddings and every T5 layer norm; freeze the rest."""
+    """method §4: train hypernets/adapters, task embeddings and every T5 layer norm; freeze the rest."""
     model.backbone.requires_grad_(False)
     for module in model.backbone.modules():
         if is_t5_layer_norm(module):

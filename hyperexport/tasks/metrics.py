@@ -1,4 +1,4 @@
-"""Evaluation metrics with the reference's post-processing rules (PAPER 5), all scaled by 100.
+"""Evaluation metrics with the reference's post-processing rules (method §8), all scaled by 100.
 
 Predictions and targets are stripped, then parsed per the task's `postprocess`: "int" (qqp, cola,
 mrpc) and "float" (stsb) turn a parse failure into -1 / -1.0; "string" compares raw strings.
@@ -120,7 +120,7 @@ def majority_baseline(
 
 
 def average_metric(results: Mapping[str, Mapping[str, float]]) -> float:
-    """Mean of every metric value of every task (PAPER 5: 11 values for GLUE), not of task means."""
+    """Mean of every metric value of every task (method §8: 11 values for GLUE), not of task means."""
     values = [value for task_metrics in results.values() for value in task_metrics.values()]
     if not values:
         raise ValueError("no metric values to average")

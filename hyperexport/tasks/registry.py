@@ -1,6 +1,6 @@
 """The task registry: how each task turns a raw example into a (source, target) text pair.
 
-One `TaskSpec` per task holds every fact about it (PAPER 3.1, 3.2, 5): the source template (no task
+One `TaskSpec` per task holds every fact about it (method §6, §8): the source template (no task
 prefix, as for adapter and hypernetwork models), the label strings, the metrics, the prediction
 post-processing, the hub location and the split protocol. Field names are the hub dataset's columns.
 """
@@ -43,7 +43,7 @@ class TaskSpec:
     hf_path: str | None = None
     hf_config: str | None = None
     split_map: Mapping[str, str]  # requested split -> source split
-    split_policy: str  # "small" | "large" | "direct" (PAPER 3.2)
+    split_policy: str  # "small" | "large" | "direct" (method §6)
     label_map: Mapping[str, int] | None = None  # raw string label -> class id
     is_regression: bool = False
 
@@ -88,7 +88,7 @@ class TaskSpec:
 
     def _regression_target(self, label) -> str:
         try:
-            return str(round(float(label), 1))  # PAPER 7.6: 1 decimal, not the 0.2 grid
+            return str(round(float(label), 1))  # method §6: 1 decimal, not the 0.2 grid
         except (TypeError, ValueError):
             raise UserError(f"task '{self.name}': label {label!r} is not a number; fix the data")
 
@@ -129,7 +129,7 @@ def _check_spec(spec: TaskSpec) -> None:
 
 
 def _glue(name: str, template: str, split_policy: str, **overrides) -> TaskSpec:
-    """A GLUE task on nyu-mll/glue whose test split is the original dev set (PAPER 3.2)."""
+    """A GLUE task on nyu-mll/glue whose test split is the original dev set (method §6)."""
     fields = dict(
         labels=BINARY_LABELS, metrics=("accuracy",), postprocess="string",
         hf_path="nyu-mll/glue", hf_config=name, split_map=DEV_AS_TEST,
@@ -138,7 +138,7 @@ def _glue(name: str, template: str, split_policy: str, **overrides) -> TaskSpec:
 
 
 def _transfer(name: str, template: str, hf_path: str, hf_config: str | None, **overrides) -> TaskSpec:
-    """A transfer task (PAPER 3.1 table, lower half), accuracy on raw strings."""
+    """A transfer task (method §6 table, lower half), accuracy on raw strings."""
     fields = dict(labels=BINARY_LABELS, metrics=("accuracy",), postprocess="string")
     return TaskSpec(
         name=name, template=template, hf_path=hf_path, hf_config=hf_config, **(fields | overrides)
@@ -231,5 +231,5 @@ def _check_custom_metrics(name: str, metrics: tuple[str, ...], labels: tuple[str
 
 
 def max_target_tokens(task: TaskSpec, tokenizer) -> int:
-    """Longest label in tokens, </s> included: the generation length of the task (PAPER 5)."""
+    """Longest label in tokens, </s> included: the generation length of the task (method §8)."""
     return max(len(tokenizer(label).input_ids) for label in task.labels)

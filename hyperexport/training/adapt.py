@@ -1,10 +1,10 @@
-"""`adapt`: add a task to a trained run from a few labelled examples (PAPER.md 6.4, few-shot domain
+"""`adapt`: add a task to a trained run from a few labelled examples (method §10, few-shot domain
 generalization). By default only a new task embedding learns; the hypernetworks and the backbone (its
 trained layer norms included) stay frozen, so every trained task keeps its exact adapters and the new
 task costs one embedding (t numbers) where a plain per-task adapter costs thousands.
 
 - Start: a trained task's embedding (`init_from`; "auto": the one whose embedding gives the shots the
-  lowest loss, PAPER.md 6.4's "related task") or N(0, 1) like every task's initialization.
+  lowest loss, method §10's "related task") or N(0, 1) like every task's initialization.
 - Shots: K examples in total, stratified by label (round-robin over the task's labels in order, each
   label's rows in a permutation seeded with `seed`): K = 4 on a binary task is 2 + 2. No K: every row.
 - Evaluation rows (`eval_data`, else the rows of `data` not drawn as shots) are halved with the run's

@@ -1,4 +1,4 @@
-"""Generation-based evaluation (PAPER.md 5): greedy decoding with a task-specific length, the
+"""Generation-based evaluation (method §8): greedy decoding with a task-specific length, the
 paper's post-processing and metrics, and the majority-class baseline on the same split."""
 
 from __future__ import annotations

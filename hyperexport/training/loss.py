@@ -1,4 +1,4 @@
-"""Label-smoothed cross-entropy in the fairseq form the paper's code uses (PAPER.md 3.4)."""
+"""Label-smoothed cross-entropy in the fairseq form the paper's code uses (method §7)."""
 
 from __future__ import annotations
 
