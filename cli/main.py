@@ -243,8 +243,8 @@ def bench(
 
     batches = parse_sizes(batch, "batch")
     if train:
-        report = bench_training(run, task, backbone, recipe, batches[0], seq, rounds, threads,
-                                progress_bar=not json_output)
+        report = bench_training(run, task=task, backbone=backbone, recipe=recipe, batch=batches[0], seq=seq,
+                                rounds=rounds, threads=threads, progress_bar=not json_output)
     else:
         report = run_bench(run, task, backbone, recipe, batches, seq, tuple(head.split(",")), rounds, threads,
                            progress_bar=not json_output, tensorrt=tensorrt)
