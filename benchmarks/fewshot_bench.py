@@ -25,31 +25,35 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 
 from demo_scitail_data import write_demo_scitail  # noqa: E402
 
-from hyperexport import adapt as A  # noqa: E402
-from hyperexport.model.build import build_model, load_tokenizer  # noqa: E402
+from hyperexport.contracts.run import RunFolder  # noqa: E402
+from hyperexport.model.build import build_model  # noqa: E402
 from hyperexport.recipe.load import load_recipe  # noqa: E402
 from hyperexport.tasks.registry import get_task  # noqa: E402
+from hyperexport.training.accelerator import accelerator_for  # noqa: E402
+from hyperexport.training.adapt import DEFAULT_LEARNING_RATE, PRECISION  # noqa: E402
+from hyperexport.training.adapt_loop import evaluate_new_task, nearest_task, train_steps  # noqa: E402
+from hyperexport.training.adapt_model import RunToAdapt, adaptation_model, initial_embedding, set_trainable  # noqa: E402
+from hyperexport.training.few_shot import read_labelled_file, split_few_shot  # noqa: E402
 
 TASK = "scitail"
 SHOTS = (4, 16, 32, 100)
 SEEDS = (0, 1, 2)
 STEPS = 100
-EMBEDDING_LR = A.DEFAULT_LEARNING_RATE
+EMBEDDING_LR = DEFAULT_LEARNING_RATE
 ADAPTER_LR = 1e-2
 
 
-def plain_adapter_model(run: Path, recipe, trained: dict):
+def plain_adapter_model(run: RunToAdapt):
     """A one-task `adapters` model on the run's backbone with the run's trained layer norms (frozen):
     only the new adapter (and its post-LayerNorm) learns."""
-    plain = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, variant="adapters"))
-    backbone_dir = run / "backbone"
-    model = build_model(plain, [TASK], backbone_dir if backbone_dir.is_dir() else None)
+    plain = dataclasses.replace(run.recipe, model=dataclasses.replace(run.recipe.model, variant="adapters"))
+    model = build_model(plain, [TASK], run.folder.backbone_dir)
     with torch.no_grad():
         for name, param in model.backbone.named_parameters():
             if param.requires_grad:
-                param.copy_(trained[f"backbone.{name}"])
+                param.copy_(run.trained[f"backbone.{name}"])
                 param.requires_grad_(False)
-    return model.eval()
+    return model.to(run.accelerator.device).eval()
 
 
 def main() -> None:
@@ -58,49 +62,49 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/scitail"))
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from safetensors.torch import load_file
 
     started = time.time()
-    recipe = load_recipe(args.run / "recipe.yaml")
-    tokenizer = load_tokenizer(str(args.run / "tokenizer"))
-    trained = load_file(str(args.run / "model.safetensors"))
-    names = [t.name for t in recipe.tasks]
+    folder = RunFolder.resolve(args.run)
+    run = RunToAdapt.load(folder, load_recipe(folder.recipe_file), accelerator_for(args.device, PRECISION))
+    recipe, trained, names = run.recipe, run.trained, run.task_names
     spec = get_task(TASK)
     files = write_demo_scitail(args.data)
-    rows = A.read_labelled_file(spec, files["train"], "--data")
-    eval_rows = A.read_labelled_file(spec, files["eval"], "--eval-data")
+    rows = read_labelled_file(spec, files["train"], "--data")
+    eval_rows = read_labelled_file(spec, files["eval"], "--eval-data")
 
     def accuracy(model, task_data) -> float:
-        return A.evaluate_new_task(model, tokenizer, task_data, recipe)["metrics"]["accuracy"]
+        return evaluate_new_task(run, model, task_data)["metrics"]["accuracy"]
 
     results: dict[str, dict] = {}
-    test_data = A.split_few_shot(spec, rows, eval_rows, 4, 0, recipe.data.data_seed).task_data(spec)
+    test_data = split_few_shot(spec, rows, eval_rows, 4, 0, recipe.data.data_seed).task_data(spec)
     for name in names:  # (c) zero-shot: a trained task's embedding as the new task's
-        model = A.adaptation_model(args.run, recipe, trained, TASK, A.initial_embedding(trained, names, name, 0))
+        model = adaptation_model(run, TASK, initial_embedding(trained, names, name, 0))
         results[f"zero-shot, {name} embedding"] = {"all": accuracy(model, test_data)}
     methods = {
-        "embedding only, init rte": lambda seed: A.adaptation_model(
-            args.run, recipe, trained, TASK, A.initial_embedding(trained, names, "rte", seed)),
-        "embedding only, init random": lambda seed: A.adaptation_model(
-            args.run, recipe, trained, TASK, A.initial_embedding(trained, names, None, seed)),
-        "plain adapter (fresh)": lambda seed: plain_adapter_model(args.run, recipe, trained),
+        "embedding only, init rte": lambda seed: adaptation_model(
+            run, TASK, initial_embedding(trained, names, "rte", seed)),
+        "embedding only, init random": lambda seed: adaptation_model(
+            run, TASK, initial_embedding(trained, names, None, seed)),
+        "plain adapter (fresh)": lambda seed: plain_adapter_model(run),
     }
     for shots in SHOTS:  # what `--init-from auto` would pick: the lowest loss on the shots
         for seed in SEEDS:
-            task_data = A.split_few_shot(spec, rows, eval_rows, shots, seed, recipe.data.data_seed).task_data(spec)
-            choice, _ = A.nearest_task(args.run, recipe, trained, names, task_data.train, tokenizer)
+            task_data = split_few_shot(spec, rows, eval_rows, shots, seed, recipe.data.data_seed).task_data(spec)
+            choice, _ = nearest_task(run, task_data.train)
             results.setdefault("--init-from auto picks", {}).setdefault(shots, []).append(choice)
     for method, make in methods.items():
         for shots in SHOTS:
             for seed in SEEDS:
-                task_data = A.split_few_shot(spec, rows, eval_rows, shots, seed, recipe.data.data_seed).task_data(spec)
+                task_data = split_few_shot(spec, rows, eval_rows, shots, seed, recipe.data.data_seed).task_data(spec)
                 model = make(seed)
                 if method.startswith("embedding"):
-                    A.set_trainable(model, "embedding")
+                    set_trainable(model, "embedding")
                 lr = EMBEDDING_LR if method.startswith("embedding") else ADAPTER_LR
-                A.train_steps(model, tokenizer, task_data.train, recipe, args.steps, lr, seed, progress_bar=False)
+                train_steps(run, model, task_data.train, steps=args.steps, learning_rate=lr, seed=seed,
+                            progress_bar=False)
                 results.setdefault(method, {}).setdefault(shots, []).append(accuracy(model, task_data))
                 print(f"{method:30s} K={shots:<4d} seed {seed}: {results[method][shots][-1]:.1f}", file=sys.stderr, flush=True)
     table = ["| method | " + " | ".join(f"K = {k}" for k in SHOTS) + " |", "|---|" + "---|" * len(SHOTS)]

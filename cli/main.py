@@ -243,8 +243,8 @@ def bench(
 
     batches = parse_sizes(batch, "batch")
     if train:
-        report = bench_training(run, task, backbone, recipe, batches[0], seq, rounds, threads,
-                                progress_bar=not json_output)
+        report = bench_training(run, task=task, backbone=backbone, recipe=recipe, batch=batches[0], seq=seq,
+                                rounds=rounds, threads=threads, progress_bar=not json_output)
     else:
         report = run_bench(run, task, backbone, recipe, batches, seq, tuple(head.split(",")), rounds, threads,
                            progress_bar=not json_output, tensorrt=tensorrt)
@@ -291,6 +291,7 @@ def adapt(
     tune: Annotated[str, typer.Option(help="embedding (default), layer-norms or hypernet (these two need --output).")] = "embedding",
     output: Annotated[Optional[Path], typer.Option(help="Write the updated run here; default: update RUN in place.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output folder.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     json_output: JsonOpt = False,
 ) -> None:
     """Add a task to a trained run from a few examples: learn only its task embedding (hypernetworks and backbone frozen)."""
@@ -299,9 +300,10 @@ def adapt(
     if not task or data is None:
         raise UserError("name the new task with --task and its labelled examples with --data FILE")
     label_list = [label.strip() for label in labels.split(",")] if labels is not None else None
-    report = adapt_task(run, task, data, eval_data=eval_data, template=template, labels=label_list, metric=metric,
-                        label_field=label_field, shots=shots, init_from=init_from, steps=steps, seed=seed,
-                        learning_rate=learning_rate, tune=tune, output=output, overwrite=overwrite)
+    report = adapt_task(run, task=task, data=data, eval_data=eval_data, template=template, labels=label_list,
+                        metric=metric, label_field=label_field, shots=shots, init_from=init_from, steps=steps,
+                        seed=seed, learning_rate=learning_rate, tune=tune, output=output, overwrite=overwrite,
+                        device=device, progress_bar=not json_output)
     print_json(report) if json_output else print_adapt(report)
 
 

@@ -3,6 +3,7 @@ the run rewritten atomically, the new task served by materialize/export/verify/p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,9 +16,13 @@ from typer.testing import CliRunner
 
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
-from hyperexport.training.adapt import EMBEDDING_KEY, adapt, adaptation_model, few_shot_indices, set_trainable, train_steps
+from hyperexport.contracts.run import RunFolder
+from hyperexport.training.accelerator import accelerator_for
+from hyperexport.training.adapt import adapt
+from hyperexport.training.adapt_loop import train_steps
+from hyperexport.training.adapt_model import EMBEDDING_KEY, RunToAdapt, adaptation_model, set_trainable
+from hyperexport.training.few_shot import few_shot_indices
 from hyperexport.data.demo import demo_examples
-from hyperexport.model.build import load_tokenizer
 from hyperexport.recipe.load import load_recipe
 from hyperexport.tasks.registry import get_task
 from hyperexport_cli.main import app
@@ -57,6 +62,10 @@ def folder_state(folder: Path) -> dict[str, str]:
     return sealing.file_hashes(folder) | {"manifest": sealing.sha256_file(folder / names.MANIFEST_FILE)}
 
 
+def to_adapt(run: Path) -> RunToAdapt:
+    return RunToAdapt.load(RunFolder.resolve(run), load_recipe(run / names.RECIPE_FILE), accelerator_for("cpu", "fp32"))
+
+
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -67,7 +76,8 @@ def test_embedding_only_adaptation_keeps_hypernets_and_backbone_bit_identical(ru
     backbone_before = load_file(str(run / names.BACKBONE_DIR / "model.safetensors"))
     rte_adapters = load_file(str(run / "tasks" / "rte" / "adapters.safetensors"))
 
-    report = adapt(run, "scitail", data, eval_data=eval_data, shots=8, init_from="rte", steps=6, progress_bar=False)
+    report = adapt(run, task="scitail", data=data, eval_data=eval_data, shots=8, init_from="rte", steps=6,
+                   progress_bar=False)
 
     after = load_file(str(run / names.WEIGHTS_FILE))
     assert set(after) == set(before)
@@ -96,17 +106,15 @@ def test_embedding_only_adaptation_keeps_hypernets_and_backbone_bit_identical(ru
 def test_the_adapt_loop_changes_only_the_embedding_in_memory(trained):
     """Every tensor of the model (frozen backbone weights and buffers included) against a snapshot."""
     run, data, _ = trained
-    recipe = load_recipe(run / names.RECIPE_FILE)
-    tensors = load_file(str(run / names.WEIGHTS_FILE))
-    model = adaptation_model(run, recipe, tensors, "scitail", torch.randn(16))
+    base = to_adapt(run)
+    model = adaptation_model(base, "scitail", torch.randn(16))
     set_trainable(model, "embedding")
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     spec = get_task("scitail")
     from hyperexport.data.collate import make_examples
 
     examples = make_examples(spec, demo_examples("scitail", "train", 8, 0))
-    losses = train_steps(model, load_tokenizer(str(run / names.TOKENIZER_DIR)), examples, recipe, 5, 0.1, 0,
-                         progress_bar=False)
+    losses = train_steps(base, model, examples, steps=5, learning_rate=0.1, seed=0, progress_bar=False)
     assert len(losses) == 5
     state = model.state_dict()
     changed = [k for k, v in snapshot.items() if not torch.equal(state[k], v)]
@@ -222,6 +230,7 @@ BAD_REQUESTS = {  # test id (named in docs/reliability.md) -> (arguments, the wh
                                    "custom name with --template and --labels"),
     "too-many-shots": (["--task", "scitail", "--shots", 500], "--shots 500 but --data has 24 examples: ask for fewer shots"),
     "invalid-name": (["--task", "bad/name", "--template", "t: {text}", "--labels", "0,1"], "is not a valid name"),
+    "unknown-device": (["--task", "scitail", "--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
 }
 
 
@@ -279,17 +288,16 @@ def test_a_per_task_adapter_is_counted_from_the_backbone_shapes():
 
 
 def test_init_from_auto_scores_each_trained_embedding_on_the_shots(trained):
-    from hyperexport.training.adapt import nearest_task
     from hyperexport.data.collate import make_examples
+    from hyperexport.training.adapt_loop import nearest_task
 
     run, _, _ = trained
-    recipe = load_recipe(run / names.RECIPE_FILE)
-    tensors = load_file(str(run / names.WEIGHTS_FILE))
-    tokenizer = load_tokenizer(str(run / names.TOKENIZER_DIR))
+    base = to_adapt(run)
+    tensors = base.trained
     shots = make_examples(get_task("scitail"), demo_examples("scitail", "train", 6, 0))
-    best, losses = nearest_task(run, recipe, tensors, OLD_TASKS, shots, tokenizer)
+    best, losses = nearest_task(base, shots)
     assert set(losses) == set(OLD_TASKS) and best == min(losses, key=losses.get)
     assert len(set(losses.values())) == 3  # each row gives its own loss
     swapped = dict(tensors, **{EMBEDDING_KEY: tensors[EMBEDDING_KEY][[1, 0, 2]]})  # rte's and sst2's rows swapped
-    _, swapped_losses = nearest_task(run, recipe, swapped, OLD_TASKS, shots, tokenizer)
+    _, swapped_losses = nearest_task(dataclasses.replace(base, trained=swapped), shots)
     assert swapped_losses["rte"] == pytest.approx(losses["sst2"]) and swapped_losses["sst2"] == pytest.approx(losses["rte"])

@@ -51,7 +51,7 @@ def test_ratios_are_p50_speed_ups():
 
 
 def test_bench_training_compares_the_hypernetwork_with_plain_adapters(tiny_run):
-    report = bench_training(tiny_run, "rte", batch=2, seq=8, rounds=2, threads=1, progress_bar=False)
+    report = bench_training(tiny_run, task="rte", batch=2, seq=8, rounds=2, threads=1, progress_bar=False)
     rows = report["training"]
     assert set(rows) == {"hyperformer++", "adapters"} and all(r["steps_per_s"] > 0 for r in rows.values())
     assert report["overhead"] == pytest.approx(rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1)

@@ -414,22 +414,27 @@ FULL_DISK = {  # command -> its one line, or its end after the run's absolute pa
                    "or choose another --output",
     "export": "cannot write exports/rte/onnx: File too large (EFBIG): free disk space, make the folder writable, "
               "or choose another --output",
+    "adapt": "/run: File too large (EFBIG): free disk space, make the folder writable, or choose another --output",
 }
 
 
 @pytest.mark.slow  # a child process that imports torch
 def test_a_full_disk_is_one_line_and_leaves_nothing(world, tmp_path):
     """RLIMIT_FSIZE 20 kB: the child's first write past 20 kB fails with EFBIG, as on a full disk. The tiny
-    backbone (215 kB), the rte adapters (24 kB) and the classify graph (~480 kB) are all larger."""
+    backbone (215 kB), the rte adapters (24 kB), the classify graph (~480 kB) and the run's trained tensors
+    that adapt rewrites (108 kB; it hard-links the backbone) are all larger."""
     run = tmp_path / "run"
     shutil.copytree(world["run"], run, ignore=shutil.ignore_patterns("tasks"))
+    scitail_rows(8)(world, tmp_path)
     results = run_child([["train", str(TINY_RECIPE), "--output", "runs/tiny"],
                          ["materialize", "--run", "run", "--task", "rte"],
-                         ["export", "--run", str(world["run"]), "--task", "rte", "--head", "classify"]],
+                         ["export", "--run", str(world["run"]), "--task", "rte", "--head", "classify"],
+                         ["adapt", "run", "--task", "scitail", "--data", "rows.jsonl", "--shots", "4", "--steps", "2",
+                          "--json"]],
                         cwd=tmp_path, env={"HX_FSIZE": str(20_000)})
-    for result, command in zip(results, ["train", "materialize", "export"]):
+    for result, command in zip(results, ["train", "materialize", "export", "adapt"], strict=True):
         assert_one_line_error(result, FULL_DISK[command])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no runs/, no exports/, no temporaries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl", "run"]  # no runs/, no exports/, no temporaries
     assert not (run / "tasks").exists() or not any((run / "tasks").iterdir())
     sealing.unseal(run, "train")
 

@@ -20,7 +20,10 @@ from hyperexport.data.sampler import MultiTaskBatchSampler
 from hyperexport.errors import UserError
 from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
 from hyperexport.model.hyper_t5 import HyperT5
+from hyperexport.params import count_parameters
+from hyperexport.recipe.load import recipe_to_dict
 from hyperexport.recipe.schema import BackboneConfig, Recipe
+from hyperexport.training.accelerator import accelerator_for
 from hyperexport.training.checkpoint import (
     TrainProgress,
     load_checkpoint,
@@ -29,13 +32,11 @@ from hyperexport.training.checkpoint import (
     save_trainable,
 )
 from hyperexport.training.evaluate import evaluate_tasks
-from hyperexport.training.loss import label_smoothed_nll_loss
+from hyperexport.training.step import batch_loss, optimizer_step
 from hyperexport.training.task_data import load_task_data
 
-PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
-
-def train(recipe, output: Path | None = None, max_steps: int | None = None, device: str = "auto",
+def train(recipe: Recipe, *, output: Path | None = None, max_steps: int | None = None, device: str = "auto",
           resume: bool = False, overwrite: bool = False, stop_after: int | None = None,
           progress_bar: bool = True) -> Path:
     """Train `recipe`; returns the finished run folder (or the unfinished one when `stop_after` hits)."""
@@ -59,7 +60,7 @@ def train(recipe, output: Path | None = None, max_steps: int | None = None, devi
     return run_dir
 
 
-def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
+def _check_destination(recipe: Recipe, run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not overwrite:
         raise UserError(f"{run_dir} already exists: pass --overwrite to replace it, or choose another --output")
     checkpoint = partial / names.CHECKPOINT_DIR
@@ -71,11 +72,9 @@ def _check_destination(recipe, run_dir: Path, partial: Path, resume: bool, overw
         shutil.rmtree(partial)  # an abandoned run; starting fresh replaces it
 
 
-def _check_same_recipe(recipe, partial: Path) -> None:
+def _check_same_recipe(recipe: Recipe, partial: Path) -> None:
     """--resume continues the run it was started as: refuse a recipe that differs (another backbone,
     model or schedule would silently mix two trainings), naming the first differing field."""
-    from hyperexport.recipe.load import recipe_to_dict
-
     try:
         started = yaml.safe_load((partial / names.RECIPE_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -99,29 +98,14 @@ def _first_difference(a, b, path: str = "") -> tuple[str, object, object]:
     return path or "recipe", a, b
 
 
-def _accelerator(device: str, precision: str):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"unknown device '{device}': use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
-    on_cpu = device == "cpu" or not torch.cuda.is_available()
-    if precision == "fp16" and on_cpu:
-        raise UserError("precision fp16 needs a CUDA GPU: use bf16 or fp32 on CPU")
-    AcceleratorState._reset_state()  # a second train() in one process may use another precision
-    return Accelerator(cpu=on_cpu, mixed_precision=PRECISIONS[precision])
-
-
 class _TrainingSession:
     """The objects one training run needs, built once; `run` steps, `finish` writes the run folder."""
 
-    def __init__(self, recipe, partial: Path, device: str, resume: bool):
+    def __init__(self, recipe: Recipe, partial: Path, device: str, resume: bool):
         from transformers import get_linear_schedule_with_warmup
 
         self.recipe, self.partial, config = recipe, partial, recipe.train
-        self.accelerator = _accelerator(device, config.precision)
+        self.accelerator = accelerator_for(device, config.precision)
         self.data = load_task_data(recipe)
         self.tokenizer = load_tokenizer(recipe.backbone.tokenizer)
         backbone_dir = partial / names.BACKBONE_DIR
@@ -145,7 +129,7 @@ class _TrainingSession:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
 
     @property
-    def unwrapped(self):
+    def unwrapped(self) -> HyperT5:
         return self.accelerator.unwrap_model(self.model)
 
     def _start_run_folder(self) -> None:
@@ -188,23 +172,13 @@ class _TrainingSession:
         return True
 
     def _step(self) -> tuple[str, float]:
+        """One sampled batch through the shared step; returns its (first) task and loss."""
         config, draws = self.recipe.train, self.sampler.next_batch()
         examples = [self.data[task].train[index] for task, index in draws]
         batch = collate(self.tokenizer, examples, {n: i for i, n in enumerate(self.data)},
                         self.recipe.data.max_source_length, self.recipe.data.max_target_length)
-        batch = {key: value.to(self.accelerator.device) for key, value in batch.items()}
-        with self.accelerator.autocast():
-            logits = self.model(
-                task_ids=batch["task_ids"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=self.unwrapped.backbone._shift_right(batch["labels"]),
-            ).logits
-            loss = label_smoothed_nll_loss(logits, batch["labels"], config.label_smoothing, config.loss_reduction)
-        self.accelerator.backward(loss)
-        if config.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        loss = batch_loss(self.accelerator, self.model, batch, config)
+        optimizer_step(self.accelerator, self.model, loss, self.optimizer, self.scheduler, config.max_grad_norm)
         return draws[0][0], loss.item()
 
     def _evaluate(self, split: str, with_baseline: bool = False) -> dict:
@@ -258,15 +232,11 @@ def _summary(step: int, result: dict) -> str:
     return f"step {step}: validation average {result['average']:.2f} ({scores})"
 
 
-def _recipe_yaml(recipe) -> str:
-    from hyperexport.recipe.load import recipe_to_dict
-
+def _recipe_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
 
 
 def _run_manifest(recipe: Recipe, model: HyperT5) -> RunManifest:
-    from hyperexport.params import count_parameters
-
     synthetic = any(task.source == "demo" for task in recipe.tasks)
     return RunManifest(
         recipe=recipe.name,
