@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 # Before torch loads: OpenMP threads that spin while waiting make small CPU matmuls ~100x slower as
 # soon as another process wants the same cores; passive waiting costs little when the cores are free.
@@ -13,8 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hyperexport.errors import UserError
-from hyperexport_cli.errors import user_errors
+from hyperexport.errors import Interrupted, UserError
+from hyperexport_cli.errors import report_interrupt, user_errors
 from hyperexport_cli.output import (print_adapt, print_bench, print_json, print_metrics, print_parameters,
                                     print_parity)
 
@@ -49,9 +50,16 @@ def train(
     from hyperexport.recipe.load import load_recipe
     from hyperexport.training.loop import train as train_recipe
 
-    run_dir = train_recipe(load_recipe(recipe), output=output, max_steps=max_steps, device=device,
-                           resume=resume, overwrite=overwrite, stop_after=stop_after)
-    state = "stopped early, resume with --resume" if run_dir.name.endswith(".partial") else "finished"
+    resume_command = " ".join(["hyperexport train", *([shlex.quote(str(recipe))] if recipe else []),
+                               *([f"--output {shlex.quote(str(output))}"] if output else []),
+                               *([f"--max-steps {max_steps}"] if max_steps else []),
+                               *([f"--device {device}"] if device != "auto" else []), "--resume"])
+    try:
+        run_dir = train_recipe(load_recipe(recipe), output=output, max_steps=max_steps, device=device,
+                               resume=resume, overwrite=overwrite, stop_after=stop_after)
+    except Interrupted as stopped:
+        report_interrupt(stopped, continue_with=resume_command)
+    state = f"stopped early, continue with: {resume_command}" if run_dir.name.endswith(".partial") else "finished"
     typer.echo(f"run {state}: {run_dir}")
 
 

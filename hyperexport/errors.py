@@ -11,3 +11,12 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(message.split()))
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C (SIGINT): the command stopped at a safe point. `kept` says what is left
+    to continue from (None: nothing); the CLI adds the command that continues, and exits 130."""
+
+    def __init__(self, done: str, kept: str | None):
+        super().__init__(done)
+        self.done, self.kept = done, kept

@@ -17,7 +17,7 @@ from hyperexport.contracts import publish
 from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.data.collate import collate
 from hyperexport.data.sampler import MultiTaskBatchSampler
-from hyperexport.errors import UserError
+from hyperexport.errors import Interrupted, UserError
 from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
 from hyperexport.model.hyper_t5 import HyperT5
 from hyperexport.params import count_parameters
@@ -32,6 +32,7 @@ from hyperexport.training.checkpoint import (
     save_trainable,
 )
 from hyperexport.training.evaluate import evaluate_tasks
+from hyperexport.training.interrupt import StopRequest, sigint_stops_at_step_boundary
 from hyperexport.training.step import batch_loss, optimizer_step
 from hyperexport.training.task_data import load_task_data
 
@@ -51,17 +52,20 @@ def train(recipe: Recipe, *, output: Path | None = None, max_steps: int | None =
         if not session.run(stop_after, progress_bar):
             return partial
         session.finish(run_dir)
-    except BaseException:
-        if not (partial / names.CHECKPOINT_DIR).is_dir():  # nothing to resume: leave nothing behind
+    except BaseException as error:
+        kept = (partial / names.CHECKPOINT_DIR).is_dir()
+        if not kept:  # nothing to resume: leave nothing behind
             shutil.rmtree(partial, ignore_errors=True)
             publish.remove_if_empty(new_parent)
+        if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C, or one before the loop
+            raise Interrupted("training was interrupted", f"{partial} (its last checkpoint)" if kept else None) from None
         raise
     publish.point_link(run_dir.parent / names.LATEST_LINK, run_dir)
     return run_dir
 
 
 def _check_destination(recipe: Recipe, run_dir: Path, partial: Path, resume: bool, overwrite: bool) -> None:
-    if run_dir.exists() and not overwrite:
+    if run_dir.exists() and not overwrite and not resume:  # the run being resumed was started to replace it
         raise UserError(f"{run_dir} already exists: pass --overwrite to replace it, or choose another --output")
     checkpoint = partial / names.CHECKPOINT_DIR
     if resume and not checkpoint.is_dir():
@@ -144,7 +148,12 @@ class _TrainingSession:
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, stop_after: int | None, progress_bar: bool) -> bool:
-        """Train up to max_steps; False when stopped early by `stop_after` (resumable)."""
+        """Train up to max_steps; False when stopped early by `stop_after` (resumable). Ctrl-C stops at the
+        next step boundary with a checkpoint (`Interrupted`)."""
+        with sigint_stops_at_step_boundary() as stop:
+            return self._run(stop_after, progress_bar, stop)
+
+    def _run(self, stop_after: int | None, progress_bar: bool, stop: StopRequest) -> bool:
         from tqdm.auto import tqdm
 
         config = self.recipe.train
@@ -163,8 +172,12 @@ class _TrainingSession:
                 if not bar.disable:
                     bar.write(summary, file=sys.stderr)
             stopping = stop_after is not None and self.progress.step >= stop_after
-            if at_eval or stopping:
+            if at_eval or stopping or stop.requested:
                 self._save_checkpoint()
+            if stop.requested:
+                bar.close()
+                raise Interrupted(f"training was interrupted at step {self.progress.step} of {config.max_steps}",
+                                  f"{self.partial} with a checkpoint at step {self.progress.step}")
             if stopping and self.progress.step < config.max_steps:
                 bar.close()
                 return False
