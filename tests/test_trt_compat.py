@@ -129,17 +129,27 @@ def test_exported_graphs_pass_for_both_shipped_versions(exported):
                                          "decoder_with_past_model.onnx"}
 
 
-def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(run_and_export, tmp_path):
+@pytest.fixture(scope="module")
+def bf16_export(run_and_export, tmp_path_factory):
     from hyperexport.export.onnx import export_onnx
-    from hyperexport.serve.triton_config import check_model_config, model_config
 
-    folder = export_onnx(run_and_export[0], task="rte", head="both", output=tmp_path / "bf16", precision="bf16")
-    assert check_export(folder, ShapeRanges.from_flags())["passed"]
-    past = IoSpec.read(folder).graphs["decoder_with_past_model.onnx"]
+    return export_onnx(run_and_export[0], task="rte", head="both", output=tmp_path_factory.mktemp("bf16") / "bf16",
+                       precision="bf16")
+
+
+def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(bf16_export):
+    from tritonclient.grpc import model_config_pb2
+
+    from hyperexport.serve.triton_config import check_model_config, config_text, model_config
+
+    assert check_export(bf16_export, ShapeRanges.from_flags())["passed"]
+    past = IoSpec.read(bf16_export).graphs["decoder_with_past_model.onnx"]
     assert {i.dtype for i in past.inputs if i.name.startswith("past_key_values.")} == {"bfloat16"}
-    text = model_config("rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8)
-    assert "TYPE_BF16" in text
-    assert check_model_config(text, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
+    config = model_config("rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8)
+    types = {t.name: model_config_pb2.DataType.Name(t.data_type) for t in config.input}
+    assert {types[i.name] for i in past.inputs if i.name.startswith("past_key_values.")} == {"TYPE_BF16"}
+    assert types["input_ids"] == "TYPE_INT64" and "data_type: TYPE_BF16" in config_text(config)
+    assert check_model_config(config, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
 
 
 def _graph(nodes, inputs, outputs, opset=18, extra_opsets=()):
