@@ -3,6 +3,8 @@ an NVIDIA GPU with the tensorrt package (marked gpu/trt, skipped elsewhere with 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from types import SimpleNamespace
 
 import json
@@ -42,7 +44,18 @@ def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_n
     assert result.stderr.strip().endswith(
         ": pip install -e '.[gpu]' (tensorrt, onnxruntime-gpu, polygraphy) on a machine with an NVIDIA GPU")
     assert ("the tensorrt package" in result.stderr) == (MISSING == "the tensorrt package is not installed")
+    assert ("the polygraphy package" in result.stderr) == (importlib.util.find_spec("polygraphy") is None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorrt_without_polygraphy_names_it(monkeypatch):
+    from hyperexport.export.tensorrt.build import require_tensorrt
+
+    monkeypatch.setitem(sys.modules, "polygraphy", None)  # as if it were not installed
+    with pytest.raises(UserError, match="TensorRT engines need .*the polygraphy package.*: pip install -e '.\\[gpu\\]'"):
+        require_tensorrt()
+
+
 
 
 def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
