@@ -121,7 +121,7 @@ def _add_tensorrt(variants: dict, sizes: dict, engines, subject: Subject) -> Non
     """The engines as variant `tensorrt_<precision>` of every head they hold, and their plans' sizes."""
     from hyperexport.runtime.tensorrt import bench_functions
 
-    name = f"{TENSORRT_VARIANT}_{engines.manifest['precision']}"
+    name = f"{TENSORRT_VARIANT}_{engines.manifest.precision}"
     graphs = {"classify": [CLASSIFY_GRAPH], "generate": list(GENERATE_GRAPHS.values())}
     for head, fn in bench_functions(engines, subject.task, subject.new_tokens).items():
         if head in variants:
