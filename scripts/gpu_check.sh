@@ -13,7 +13,7 @@ OUT=${GPU_CHECK_DIR:-gpu-check}
 mkdir -p "$OUT"
 
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
-$PY -c "import tensorrt, torch; print('tensorrt', tensorrt.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+$PY -c "import polygraphy, tensorrt, torch; print('tensorrt', tensorrt.__version__, '| polygraphy', polygraphy.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"
 
 [ -f "$RUN/model.safetensors" ] || $HX train --device cuda --output "$RUN"
 [ -d "$RUN/tasks/rte" ] || $HX materialize --run "$RUN" --task rte
@@ -25,7 +25,7 @@ for precision in fp32 bf16; do
   echo "$precision build_s $(( $(date +%s) - start ))" >> "$OUT/times.txt"
   $HX verify "$OUT/rte-$precision" --max-examples 200 --json > "$OUT/verify-$precision.json" || true
 done
-$PY -m pytest -q -m "gpu or trt" tests/test_tensorrt.py | tail -3
+$PY -m pytest -q -m "gpu or trt" tests/test_tensorrt.py tests/test_trt_loaders.py | tail -3
 $HX bench --run "$RUN" --task rte --tensorrt "$OUT/rte-bf16" --batch 1,8 --seq 64 --rounds 5 --json > "$OUT/bench.json"
 
 $PY - "$OUT" <<'PY'

@@ -28,7 +28,7 @@ from hyperexport.errors import UserError
 from hyperexport.runtime.generation import greedy_generate
 from hyperexport.runtime.predict import predict
 from hyperexport.model.trained import load_run
-from hyperexport.serve.triton_config import check_model_config, model_config, triton_dims
+from hyperexport.serve.triton_config import check_model_config, config_text, model_config, triton_dims
 from hyperexport.verify.parity import verify
 
 TRITON_TYPES = {"float": "TYPE_FP32", "int64": "TYPE_INT64"}
@@ -66,11 +66,14 @@ def parse(path: Path):
 
 # ---- config.pbtxt ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt, platform", [("onnx", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
-def test_configs_parse_with_tritons_protobuf_and_match_the_io_spec(verified, fmt, platform):
+def test_configs_are_tritons_message_whose_text_parses_back_and_matches_the_io_spec(verified, fmt, platform):
     spec = IoSpec.read(verified[1]).graphs
     for graph, described in spec.items():
-        config = text_format.Parse(model_config(f"m_{graph}", described, graph, fmt, 16), model_config_pb2.ModelConfig())
+        config = model_config(f"m_{graph}", described, graph, fmt, 16)
+        assert isinstance(config, model_config_pb2.ModelConfig)
+        assert text_format.Parse(config_text(config), model_config_pb2.ModelConfig()) == config  # as Triton reads it
         assert (config.name, config.platform, config.max_batch_size) == (f"m_{graph}", platform, 16)
+        assert config.default_model_filename == {"onnx": "model.onnx", "tensorrt": "model.plan"}[fmt]
         for declared, specs in ((config.input, described.inputs), (config.output, described.outputs)):
             assert [t.name for t in declared] == [s.name for s in specs]
             for tensor, expected in zip(declared, specs):
@@ -78,21 +81,47 @@ def test_configs_parse_with_tritons_protobuf_and_match_the_io_spec(verified, fmt
                 assert expected.shape[0] == "batch_size"  # left out of dims: max_batch_size > 0
                 assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in expected.shape[1:]]
         assert config.HasField("dynamic_batching")
-        if fmt == "tensorrt":
-            assert [(g.kind, list(g.profile)) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, ["0"])]
+        groups = [(g.kind, g.count, list(g.profile)) for g in config.instance_group]
+        assert groups == ([(model_config_pb2.ModelInstanceGroup.KIND_GPU, 1, ["0"])] if fmt == "tensorrt" else [])
+        assert check_model_config(config, f"m_{graph}", described, graph, fmt, 16) == []
 
 
-def test_the_config_check_finds_a_wrong_dim_name_and_type(verified):
+def test_the_config_check_finds_every_difference_from_the_io_spec(verified):
     described = IoSpec.read(verified[1]).graphs["classify_model.onnx"]
-    text = model_config("rte_classify", described, "classify_model.onnx", "onnx", 8)
-    assert check_model_config(text, "rte_classify", described, "classify_model.onnx", "onnx", 8) == []
-    broken = text.replace("dims: [ 2 ]", "dims: [ 3 ]").replace("TYPE_INT64", "TYPE_INT32", 1)
-    assert check_model_config(broken, "rte_classify", described, "classify_model.onnx", "onnx", 8) == [
+    check = lambda config, fmt="onnx": check_model_config(  # noqa: E731
+        config, "rte_classify", described, "classify_model.onnx", fmt, 8)
+    config = model_config("rte_classify", described, "classify_model.onnx", "onnx", 8)
+    assert check(config) == []
+    broken = model_config_pb2.ModelConfig()
+    broken.CopyFrom(config)
+    broken.output[0].dims[:] = [3]
+    broken.input[0].data_type = model_config_pb2.TYPE_INT32
+    assert check(broken) == [
         "input input_ids is TYPE_INT32, the graph's is int64",
         "output scores has dims [3], the graph's shape is ['batch_size', 2]"]
-    with pytest.raises(text_format.ParseError):  # a typo'd field is caught by the protobuf
-        check_model_config(text.replace("max_batch_size", "max_batch"), "rte_classify", described,
-                           "classify_model.onnx", "onnx", 8)
+    other = model_config_pb2.ModelConfig()
+    other.CopyFrom(config)
+    other.name, other.platform, other.max_batch_size, other.default_model_filename = "x", "tensorrt_plan", 4, "m.onnx"
+    other.ClearField("dynamic_batching")
+    other.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    other.input[0].name = "ids"
+    assert check(other) == [
+        "name is 'x', not 'rte_classify'", "platform is 'tensorrt_plan', not 'onnxruntime_onnx'",
+        "max_batch_size is 4, not 8", "default_model_filename is 'm.onnx', not 'model.onnx'", "dynamic_batching is off",
+        "instance_group is set: ONNX models take Triton's default instances",
+        "input names ['ids', 'attention_mask'] differ from the graph's ['input_ids', 'attention_mask']"]
+    plan = model_config("rte_classify", described, "classify_model.onnx", "tensorrt", 8)
+    assert check(plan, "tensorrt") == []
+    plan.instance_group[0].profile[:] = ["1"]
+    assert check(plan, "tensorrt") == ["instance_group is not one GPU instance on the plan's profile 0"]
+
+
+def test_an_element_type_triton_has_no_type_for_is_refused(verified):
+    from hyperexport.contracts.export import GraphIo, TensorSpec
+
+    strings = GraphIo(inputs=(TensorSpec("text", "string", ("batch_size",)),), outputs=())
+    with pytest.raises(UserError, match="g.onnx input text has element type string, which Triton has no type for"):
+        model_config("m", strings, "g.onnx", "onnx", 8)
 
 
 def test_a_tensor_without_a_leading_batch_axis_is_refused():
@@ -146,6 +175,7 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     for graph, described in spec.items():
         name = f"rte_{graph.removesuffix('_model.onnx')}"
         config = parse(repo / "models" / name / "config.pbtxt")
+        assert config == model_config(name, described, graph, "onnx", 32)  # ONNX exports: Triton's batch bound 32
         assert config.name == name and config.platform == "onnxruntime_onnx"
         assert [t.name for t in config.input] == [s.name for s in described.inputs]
         assert [t.name for t in config.output] == [s.name for s in described.outputs]

@@ -1,22 +1,26 @@
-"""TensorRT engines: the clear errors and plan refusals on any machine; engine build, run and parity on
-an NVIDIA GPU with the tensorrt package (marked gpu/trt, skipped elsewhere with the reason)."""
+"""TensorRT engines through Polygraphy. On any machine: the clear errors, the loader chain each plan is
+built with, Polygraphy's failures as one-line errors, plan and profile refusals, the runner's inputs and
+outputs, and chunked batches (on the source ONNX graphs). Engine build, run and parity on an NVIDIA GPU
+with the tensorrt package (marked gpu/trt, skipped elsewhere with the reason)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
+import importlib.util
 import json
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from hyperexport.contracts.export import ExportFolder
 import torch
 from conftest import tiny_rte_export
 from typer.testing import CliRunner
 
+from hyperexport.contracts.export import ExportFolder, GenerationIds
+from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.errors import UserError
-from hyperexport.runtime.tensorrt import check_in_profile, check_plan_compatible
+from hyperexport.runtime.tensorrt import check_in_profile, check_plan_compatible, engine_inputs, host_outputs
+from hyperexport.verify.runners import ExportRunner, ParityInputs, infer_in_chunks
 from hyperexport_cli.main import app
 
 
@@ -42,7 +46,16 @@ def test_export_tensorrt_without_gpu_or_tensorrt_is_one_line_exit_2_and_writes_n
     assert result.stderr.strip().endswith(
         ": pip install -e '.[gpu]' (tensorrt, onnxruntime-gpu, polygraphy) on a machine with an NVIDIA GPU")
     assert ("the tensorrt package" in result.stderr) == (MISSING == "the tensorrt package is not installed")
+    assert ("the polygraphy package" in result.stderr) == (importlib.util.find_spec("polygraphy") is None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorrt_without_polygraphy_names_it(monkeypatch):
+    from hyperexport.export.tensorrt.build import require_tensorrt
+
+    monkeypatch.setitem(sys.modules, "polygraphy", None)  # as if it were not installed
+    with pytest.raises(UserError, match="TensorRT engines need .*the polygraphy package.*: pip install -e '.\\[gpu\\]'"):
+        require_tensorrt()
 
 
 def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
@@ -70,37 +83,60 @@ def test_a_plan_from_another_tensorrt_or_gpu_is_refused(fact, value):
     assert value in message and "hyperexport export --task rte --format tensorrt --overwrite" in message
 
 
-def test_chunked_inference_equals_one_batch_on_a_real_runner(engine_folder_without_plans):
-    """The runner splits batches larger than the profile; checked with ONNX Runtime on the source graphs."""
-    from hyperexport.contracts.export import GenerationIds
-    from hyperexport.runtime.backends import OnnxRuntimeBackend
-    from hyperexport.verify.runners import ExportRunner, ParityInputs, infer_in_chunks
-
-    generator = torch.Generator().manual_seed(5)
-    input_ids = torch.randint(3, 300, (7, 9), generator=generator)
+def _random_inputs(rows: int, seed: int = 5) -> ParityInputs:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, 300, (rows, 9), generator=generator)  # [B, S]
     mask = torch.ones_like(input_ids)
     mask[3, 5:] = 0
-    inputs = ParityInputs(input_ids, mask, torch.randint(3, 300, (7, 3), generator=generator),
-                          torch.tensor([[50, 1], [51, 1]]), 3)
-    source = engine_folder_without_plans / "onnx"
-    with ExportRunner("onnxruntime", OnnxRuntimeBackend(source), GenerationIds.read(source)) as runner:
+    return ParityInputs(input_ids, mask, torch.randint(3, 300, (rows, 3), generator=generator),
+                        torch.tensor([[50, 1], [51, 1]]), 3)
+
+
+def test_chunked_inference_equals_one_batch_on_the_source_graphs(engine_folder_without_plans):
+    """verify's export runner in chunks (as it runs an engine's profile max batch) on the engine folder's
+    source graphs through ONNX Runtime, against the whole batch in one call."""
+    from hyperexport.runtime.backends import OnnxRuntimeBackend
+
+    export = ExportFolder.open(engine_folder_without_plans)
+    inputs = _random_inputs(7)
+    with ExportRunner("onnxruntime", OnnxRuntimeBackend(export.source_dir), export.generation_ids) as runner:
         whole = runner.infer(inputs)
-        chunked = infer_in_chunks(runner.infer, inputs, 3, 0)
-    assert set(chunked) == {"scores", "logits", "tokens"}
+        chunked = infer_in_chunks(runner.infer, inputs, 3, export.generation_ids.pad_token_id)
+    assert set(chunked) == set(whole) == {"scores", "logits", "tokens"}
     for name in whole:
+        assert chunked[name].shape == whole[name].shape, name
         np.testing.assert_allclose(chunked[name], whole[name], rtol=0, atol=1e-5)
 
 
-def test_chunks_that_stop_early_are_padded_like_generate():
-    from hyperexport.verify.runners import ParityInputs, infer_in_chunks
+def test_chunks_that_stop_early_are_padded_like_generate(engine_folder_without_plans):
+    """Real graphs: the most common first token is made </s>, the rows that say it first go into one
+    chunk, which stops after one token while the other chunks go on; joined, the tokens are the
+    whole batch's, padded as `generate()` pads."""
+    from hyperexport.runtime.backends import OnnxRuntimeBackend
 
-    def stops_after_its_rows(inputs):  # chunk of n rows generates n tokens after the start token
-        rows = inputs.input_ids.shape[0]
-        return {"tokens": np.full((rows, 1 + rows), 7)}
-
-    ids = torch.ones(5, 2, dtype=torch.long)
-    tokens = infer_in_chunks(stops_after_its_rows, ParityInputs(ids, ids, ids, ids, 4), 3, 0)["tokens"]
-    np.testing.assert_array_equal(tokens, [[7, 7, 7, 7]] * 3 + [[7, 7, 7, 0]] * 2)
+    export = ExportFolder.open(engine_folder_without_plans)
+    ids = export.generation_ids
+    inputs = _random_inputs(12)
+    with OnnxRuntimeBackend(export.source_dir) as backend:
+        first = ExportRunner("ort", backend, ids).infer(inputs)["tokens"][:, 1]  # [B]
+        eos = int(np.bincount(first).argmax())
+        stoppers = first == eos
+        assert 2 <= stoppers.sum() < len(first) - 1  # some rows stop at once, the others go on
+        order = torch.as_tensor(np.concatenate([np.flatnonzero(stoppers), np.flatnonzero(~stoppers)]))
+        inputs = ParityInputs(inputs.input_ids[order], inputs.attention_mask[order], inputs.decoder_input_ids[order],
+                              inputs.label_ids, inputs.max_new_tokens)
+        ids = GenerationIds(ids.decoder_start_token_id, eos, pad_token_id=7)  # a pad no chunk generates itself
+        runner = ExportRunner("ort", backend, ids)
+        step = int(stoppers.sum())
+        whole, chunked = runner.infer(inputs), infer_in_chunks(runner.infer, inputs, step, ids.pad_token_id)
+        first_chunk = runner.infer(ParityInputs(inputs.input_ids[:step], inputs.attention_mask[:step],
+                                                inputs.decoder_input_ids[:step], inputs.label_ids,
+                                                inputs.max_new_tokens))
+    assert first_chunk["tokens"].shape[1] == 2 < whole["tokens"].shape[1] == 1 + inputs.max_new_tokens
+    assert (whole["tokens"][:step, 2:] == 7).all()  # padded after </s>
+    np.testing.assert_array_equal(chunked["tokens"], whole["tokens"])
+    for name in ("scores", "logits"):
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=0, atol=1e-5)
 
 
 def test_inputs_outside_the_profile_are_refused():
@@ -109,6 +145,35 @@ def test_inputs_outside_the_profile_are_refused():
     for shape in ((33, 10), (1, 257), (4,)):
         with pytest.raises(UserError, match=r"outside the engine's profile \[1, 1\]..\[32, 256\]: rebuild"):
             check_in_profile("encoder_model.onnx", "input_ids", shape, profile)
+
+
+def test_engine_inputs_are_the_graphs_inputs_in_the_engines_types_within_the_profile(engine_folder_without_plans):
+    export = ExportFolder.open(engine_folder_without_plans)
+    graph = "decoder_model.onnx"
+    graph_io, profile = export.io_spec.graphs[graph], export.manifest.profiles[graph]
+    feeds = {"input_ids": np.ones((2, 1), np.int32), "encoder_hidden_states": np.zeros((2, 5, 32), np.float64),
+             "encoder_attention_mask": np.ones((2, 5), np.int64), "attention_mask": np.ones((2, 5), np.int64)}
+    tensors = engine_inputs(graph, feeds, graph_io, profile)
+    assert list(tensors) == ["encoder_attention_mask", "input_ids", "encoder_hidden_states"]  # the graph's, in order
+    assert {name: tensor.dtype for name, tensor in tensors.items()} == {
+        "encoder_attention_mask": torch.int64, "input_ids": torch.int64, "encoder_hidden_states": torch.float32}
+    assert all(tensor.device.type == "cpu" for tensor in tensors.values())  # Polygraphy copies them to the GPU
+    too_many = {**feeds, "input_ids": np.ones((17, 1), np.int64)}  # the profile's batch is 1..16
+    with pytest.raises(UserError, match=r"decoder_model.onnx input input_ids has shape \[17, 1\], outside the engine's "
+                                        r"profile \[1, 1\]..\[16, 64\]: rebuild with wider --batch / --seq ranges"):
+        engine_inputs(graph, too_many, graph_io, profile)
+    with pytest.raises(UserError, match="decoder_model.onnx needs input encoder_hidden_states"):
+        engine_inputs(graph, {k: v for k, v in feeds.items() if k != "encoder_hidden_states"}, graph_io, profile)
+
+
+def test_host_outputs_are_numpy_arrays_of_their_own_and_bf16_comes_back_exactly():
+    values = torch.tensor([[1.0, -2.5, 3.140625], [65280.0, 1e-3, 0.0]])
+    bf16, ids = values.to(torch.bfloat16), torch.tensor([[0, 5, 1]])
+    outputs = host_outputs({"logits": bf16, "tokens": ids})
+    assert outputs["logits"].dtype == np.float32 and outputs["tokens"].dtype == np.int64
+    np.testing.assert_array_equal(outputs["logits"], bf16.float().numpy())
+    ids[0, 0] = 9  # the runner reuses its output buffers: what we returned must not change with them
+    assert outputs["tokens"].tolist() == [[0, 5, 1]]
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +296,12 @@ def engines(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("engines")
     run, onnx_folder = tiny_rte_export(root)
+    cache = root / "caches" / "trt-timing.cache"  # shared by both builds, as with --timing-cache
     built = {precision: export_tensorrt(run, task="rte", precision=precision, batch="1:4:16", seq="2:32:64",
-                                        output=root / "exports" / "rte" / f"tensorrt-{precision}", progress=False)
+                                        output=root / "exports" / "rte" / f"tensorrt-{precision}", progress=False,
+                                        timing_cache=cache)
              for precision in ("fp32", "bf16")}
+    assert cache.stat().st_size > 0
     return run, onnx_folder, built
 
 
@@ -252,7 +320,28 @@ def test_engine_folder_holds_plans_and_a_manifest_of_the_build(engines, precisio
     for graph in ("classify_model", "encoder_model", "decoder_model", "decoder_with_past_model"):
         assert (folder / f"{graph}.plan").stat().st_size > 0
         assert manifest["profiles"][f"{graph}.onnx"]
-    assert manifest["tensorrt_compatibility"]["passed"]
+    assert manifest["tensorrt_compatibility"]["passed"] and manifest["tf32"] is (precision != "fp32")
+    assert not list(folder.glob("*.cache*"))  # the timing cache lives outside the engine folder
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.skipif(MISSING is not None, reason=f"needs an NVIDIA GPU and tensorrt: {MISSING}")
+def test_the_backend_runs_each_plan_like_onnx_runtime_runs_its_graph(engines):
+    from hyperexport.runtime.backends import OnnxRuntimeBackend
+    from hyperexport.runtime.tensorrt import TensorRTBackend
+
+    folder = engines[2]["fp32"]
+    generator = torch.Generator().manual_seed(2)
+    feeds = {"input_ids": torch.randint(3, 300, (5, 11), generator=generator).numpy(),
+             "attention_mask": np.ones((5, 11), np.int64)}
+    with TensorRTBackend(folder) as engine, OnnxRuntimeBackend(folder / "onnx") as reference:
+        assert engine.max_batch == 16 and engine.has(CLASSIFY_GRAPH) and not engine.has("other.onnx")
+        for graph, output in ((CLASSIFY_GRAPH, "scores"), ("encoder_model.onnx", "last_hidden_state")):
+            np.testing.assert_allclose(engine.infer(graph, feeds)[output], reference.infer(graph, feeds)[output],
+                                       rtol=0, atol=1e-3)
+        with pytest.raises(UserError, match="outside the engine's profile"):
+            engine.infer(CLASSIFY_GRAPH, {name: np.repeat(array, 4, axis=0) for name, array in feeds.items()})  # 20 rows
 
 
 @pytest.mark.gpu

@@ -128,17 +128,56 @@ def test_exported_graphs_pass_for_both_shipped_versions(exported):
                                          "decoder_with_past_model.onnx"}
 
 
-def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(run_and_export, tmp_path):
+@pytest.fixture(scope="module")
+def bf16_export(run_and_export, tmp_path_factory):
     from hyperexport.export.onnx import export_onnx
-    from hyperexport.serve.triton_config import check_model_config, model_config
 
-    folder = export_onnx(run_and_export[0], task="rte", head="both", output=tmp_path / "bf16", precision="bf16")
-    assert check_export(folder, ShapeRanges.from_flags())["passed"]
-    past = IoSpec.read(folder).graphs["decoder_with_past_model.onnx"]
+    return export_onnx(run_and_export[0], task="rte", head="both", output=tmp_path_factory.mktemp("bf16") / "bf16",
+                       precision="bf16")
+
+
+def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(bf16_export):
+    from tritonclient.grpc import model_config_pb2
+
+    from hyperexport.serve.triton_config import check_model_config, config_text, model_config
+
+    assert check_export(bf16_export, ShapeRanges.from_flags())["passed"]
+    past = IoSpec.read(bf16_export).graphs["decoder_with_past_model.onnx"]
     assert {i.dtype for i in past.inputs if i.name.startswith("past_key_values.")} == {"bfloat16"}
-    text = model_config("rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8)
-    assert "TYPE_BF16" in text
-    assert check_model_config(text, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
+    config = model_config("rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8)
+    types = {t.name: model_config_pb2.DataType.Name(t.data_type) for t in config.input}
+    assert {types[i.name] for i in past.inputs if i.name.startswith("past_key_values.")} == {"TYPE_BF16"}
+    assert types["input_ids"] == "TYPE_INT64" and "data_type: TYPE_BF16" in config_text(config)
+    assert check_model_config(config, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
+
+
+def test_the_engine_runner_feeds_bf16_graphs_bfloat16_and_answers_in_float32(bf16_export):
+    import numpy as np
+    import torch
+
+    from hyperexport.runtime.tensorrt import engine_inputs, host_outputs
+
+    graph = "decoder_with_past_model.onnx"
+    spec = IoSpec.read(bf16_export).graphs[graph]
+    profile = graph_profiles(IoSpec.read(bf16_export), ShapeRanges.from_flags("1:4:16", "2:32:64"))[graph]
+    past = np.linspace(-3, 3, 2 * 4 * 5 * 8, dtype=np.float32).reshape(2, 4, 5, 8)  # [B, heads, past, d_kv]
+    feeds = {name: past for name in profile if name.startswith("past_key_values.")}
+    feeds.update(input_ids=np.ones((2, 1), np.int64), encoder_attention_mask=np.ones((2, 6), np.int64))
+    for name in (n for n in profile if n.startswith("past_key_values.") and ".encoder." in n):
+        feeds[name] = np.zeros((2, 4, 6, 8), np.float32)  # cross-attention: the source length
+    tensors = engine_inputs(graph, feeds, spec, profile)
+    assert {t.dtype for n, t in tensors.items() if n.startswith("past_key_values.")} == {torch.bfloat16}
+    assert tensors["input_ids"].dtype == torch.int64
+    back = host_outputs({"present.0.decoder.key": tensors["past_key_values.0.decoder.key"]})["present.0.decoder.key"]
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, torch.from_numpy(past).to(torch.bfloat16).float().numpy())  # rounded once
+    assert engine_inputs(graph, {**feeds, "past_key_values.0.decoder.key": back}, spec, profile)[
+        "past_key_values.0.decoder.key"].equal(tensors["past_key_values.0.decoder.key"])  # and fed back unchanged
+    import ml_dtypes  # ONNX Runtime's bfloat16 outputs: numpy arrays of ml_dtypes' type, which torch cannot read
+
+    from_onnxruntime = {**feeds, "past_key_values.0.decoder.key": past.astype(ml_dtypes.bfloat16)}
+    assert engine_inputs(graph, from_onnxruntime, spec, profile)["past_key_values.0.decoder.key"].equal(
+        tensors["past_key_values.0.decoder.key"])
 
 
 def _graph(nodes, inputs, outputs, opset=18, extra_opsets=()):

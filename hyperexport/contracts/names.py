@@ -48,6 +48,7 @@ IO_SPEC_FILE = "io_spec.json"
 PARITY_REPORT_FILE = "parity_report.json"  # written into an export folder by `verify`, after its manifest
 ENGINE_SOURCE_DIR = "onnx"  # an engine folder's source ONNX export
 PLAN_SUFFIX = ".plan"
+TIMING_CACHE_FILE = "timing.cache"  # TensorRT's timing cache of one build, in a temporary folder (no --timing-cache)
 
 # ---- a Triton deployment: triton-repo/ ------------------------------------------------------------
 MODELS_DIR = "models"  # the model repository (tritonserver --model-repository)

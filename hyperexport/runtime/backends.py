@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from hyperexport.errors import UserError
 
-if TYPE_CHECKING:
-    from hyperexport.contracts.export import ExportFolder
 
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -52,22 +50,6 @@ def onnxruntime_provider(precision: str) -> str | None:
     if precision in CPU_RUNNABLE:
         return CPU_PROVIDER
     return CUDA_PROVIDER if CUDA_PROVIDER in ort.get_available_providers() else None
-
-
-def export_backend(export: ExportFolder, threads: int | None = None) -> GraphBackend:
-    """The backend that runs an export folder here: TensorRT for an engine folder (needs an NVIDIA GPU
-    and tensorrt), else ONNX Runtime with the provider its precision needs; what cannot run here is a
-    one-line `UserError` before anything is loaded."""
-    if export.is_engine:
-        from hyperexport.runtime.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(export.path)
-    precision = export.manifest.precision
-    provider = onnxruntime_provider(precision)
-    if provider is None:
-        raise UserError(f"{export.path} holds {precision} graphs, which ONNX Runtime runs only on a GPU here: "
-                        "install onnxruntime-gpu on a machine with an NVIDIA GPU, or export --precision fp32")
-    return OnnxRuntimeBackend(export.path, provider, threads)
 
 
 class OnnxRuntimeBackend:

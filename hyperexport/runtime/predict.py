@@ -17,7 +17,7 @@ from pathlib import Path
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
 from hyperexport.errors import UserError
-from hyperexport.runtime.backends import export_backend
+from hyperexport.runtime.exports import export_backend
 from hyperexport.runtime.examples import read_sources, warn_truncated
 from hyperexport.runtime.heads import DEFAULT_BATCH_SIZE, label_examples
 

@@ -11,7 +11,7 @@ folder's `client.py` runs) drives the one greedy loop over the encoder, decoder 
 models through its `TritonBackend`, or over the repository's own files with ONNX Runtime (`--local`).
 
 An export is deployed only if `verify` passed on it (`parity_report.json`). Every config.pbtxt is
-parsed with Triton's protobuf and compared with the io spec before anything is moved into place.
+Triton's protobuf message, compared with the io spec before anything is moved into place.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from hyperexport.contracts.names import (
     graph_stem,
 )
 from hyperexport.errors import UserError
-from hyperexport.serve.triton_config import PLATFORMS, check_model_config, model_config
+from hyperexport.serve.triton_config import PLATFORMS, check_model_config, config_text, model_config
 
 ONNX_MAX_BATCH = 32  # an ONNX export has no profile; Triton's batcher still needs a bound
 ModelInfer = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -114,12 +114,12 @@ def deploy(task: str, fmt: str = "tensorrt", triton_repo: str | Path = "triton-r
 
 def _write_model(folder: Path, export: ExportFolder, graph: str, graph_io: GraphIo, name: str, fmt: str,
                  max_batch: int) -> None:
-    text = model_config(name, graph_io, graph, fmt, max_batch)
-    problems = check_model_config(text, name, graph_io, graph, fmt, max_batch)
+    config = model_config(name, graph_io, graph, fmt, max_batch)
+    problems = check_model_config(config, name, graph_io, graph, fmt, max_batch)
     if problems:  # a bug in model_config, not bad input
         raise RuntimeError(f"generated {TRITON_CONFIG_FILE} for {name} does not match the io spec: {problems[0]}")
     (folder / MODEL_VERSION).mkdir(parents=True)
-    (folder / TRITON_CONFIG_FILE).write_text(text)
+    (folder / TRITON_CONFIG_FILE).write_text(config_text(config))
     shutil.copy(export.graph_file(graph), folder / MODEL_VERSION / TRITON_MODEL_FILES[fmt])
     if not export.is_engine:
         for data_file in _external_data_files(export.graph_file(graph)):  # referenced by relative name: keep it

@@ -22,7 +22,10 @@ from hyperexport.export.tensorrt.profiles import ShapeRanges, input_profile
 
 OPS_FILE = "onnx_ops.json"
 DEFAULT_DOMAINS = ("", "ai.onnx")
-ENGINE_IO_DTYPES = {"float", "float16", "bfloat16", "int32", "int64", "bool", "int8", "uint8"}
+# The ONNX element types an engine takes as input or output -> the torch dtype (by name) the runner
+# feeds it with (`runtime.tensorrt`: numpy has no bfloat16, Polygraphy's runner takes torch tensors).
+ENGINE_IO_DTYPES = {"float": "float32", "float16": "float16", "bfloat16": "bfloat16", "int32": "int32",
+                    "int64": "int64", "bool": "bool", "int8": "int8", "uint8": "uint8"}
 
 
 @lru_cache(maxsize=1)
