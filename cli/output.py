@@ -98,3 +98,15 @@ def print_adapt(report: dict) -> None:
     Console().print(f"test examples: {report['test_examples']}; parameters added: {counts['added']:,} "
                     f"(trained {counts['trained']:,}); a per-task adapter would add {counts['per_task_adapter']:,}")
     Console().print(f"updated run: {report['run']}")
+
+
+def print_predictions(results: list[dict]) -> None:
+    """index, label (and the label's probability for the classify head) per example."""
+    from rich.text import Text
+
+    with_probability = "probabilities" in results[0]
+    table = Table("index", "label", *(["probability"] if with_probability else []))
+    for row in results:  # Text: a generated label is never read as rich markup
+        extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
+        table.add_row(str(row["index"]), Text(row["label"]), *extra)
+    Console().print(table)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from hyperexport.model.trained import TrainedRun
 
 
-def materialize(run: str | Path | None = None, tasks: list[str] | None = None, output: Path | None = None,
+def materialize(run: str | Path | None = None, *, tasks: list[str] | None = None, output: Path | None = None,
                 overwrite: bool = False) -> list[Path]:
     """Materialize `tasks` (all of the run's when None) of `run` (default runs/latest)."""
     from hyperexport.model.trained import load_run

@@ -56,7 +56,7 @@ def tiny_rte_export(root: Path) -> tuple[Path, Path]:
     from hyperexport.training.loop import train
 
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, ["rte"])
+    materialize(run, tasks=["rte"])
     return run, export_onnx(run, task="rte", head="both", output=root / "exports" / "rte" / "onnx")
 
 

@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapt")
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, ["rte"])
+    materialize(run, tasks=["rte"])
     data = write_jsonl(root / "scitail.jsonl", demo_examples("scitail", "train", 24, 0))
     eval_data = write_jsonl(root / "scitail-eval.jsonl", demo_examples("scitail", "validation", 12, 0))
     return run, data, eval_data
@@ -218,7 +218,7 @@ BAD_REQUESTS = {  # test id (named in docs/reliability.md) -> (arguments, the wh
                           "--init-from 'cola' is not a task of the run tiny: its tasks are rte, sst2, mrpc "
                           "(or auto: the one with the lowest loss on the shots)"),
     "unknown-tune": (["--task", "scitail", "--tune", "everything"],
-                     "unknown --tune 'everything': use embedding, layer-norms, hypernet"),
+                     "invalid value for '--tune': 'everything' is not one of 'embedding', 'layer-norms', 'hypernet'"),
     "built-in-with-template": (["--task", "scitail", "--template", "x: {x}"],
                                "'scitail' is a built-in task with its own template and labels, so --template cannot "
                                "be set: give a custom task its own name"),
@@ -230,7 +230,7 @@ BAD_REQUESTS = {  # test id (named in docs/reliability.md) -> (arguments, the wh
                                    "custom name with --template and --labels"),
     "too-many-shots": (["--task", "scitail", "--shots", 500], "--shots 500 but --data has 24 examples: ask for fewer shots"),
     "invalid-name": (["--task", "bad/name", "--template", "t: {text}", "--labels", "0,1"], "is not a valid name"),
-    "unknown-device": (["--task", "scitail", "--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
+    "unknown-device": (["--task", "scitail", "--device", "tpu"], "invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
 }
 
 

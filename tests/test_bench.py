@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_bench_measures_every_variant_head_and_batch(tiny_run):
-    report = bench(tiny_run, "rte", batches=(1, 2), seq=8, rounds=2, threads=1, progress_bar=False)
+    report = bench(tiny_run, task="rte", batches=(1, 2), seq=8, rounds=2, threads=1, progress_bar=False)
     keys = {(r["head"], r["batch"], r["variant"]) for r in report["results"]}
     assert keys == {(h, b, v) for h in HEADS for b in (1, 2) for v in VARIANTS}
     for row in report["results"]:
@@ -73,7 +73,7 @@ def test_bench_cli_json_with_a_random_backbone_shape(tmp_path):
     (["--backbone", "t5-huge"], "unknown backbone 't5-huge': use one of"),
     (["--head", "score"], "unknown head 'score': use classify or generate"),
     (["--task", "qqp", "--backbone", "t5-test"], "task 'qqp' is not in the recipe"),
-    (["--train", "--rounds", "0", "--backbone", "t5-test"], "--seq must be at least 2 and --rounds at least 1"),
+    (["--train", "--rounds", "0", "--backbone", "t5-test"], "invalid value for '--rounds': input should be greater than or equal to 1"),
 ])
 def test_bench_bad_input_is_one_line_and_exit_2(args, message):
     base = ["bench", "--recipe", str(TINY_RECIPE)]

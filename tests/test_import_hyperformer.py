@@ -44,7 +44,7 @@ def original_logits(model, task_id: int, ref: dict[str, torch.Tensor]) -> torch.
 @pytest.mark.parametrize("fixture, variant", VARIANTS.items())
 def test_the_imported_model_reproduces_the_original(tmp_path, fixture, variant):
     ref, facts = reference(fixture)
-    loaded = load_run(import_hyperformer(FIXTURES / fixture / "checkpoint", tmp_path / "run"))
+    loaded = load_run(import_hyperformer(FIXTURES / fixture / "checkpoint", output=tmp_path / "run"))
     model = loaded.model
     assert loaded.recipe.model.variant == variant and loaded.tokenizer is None
     assert list(model.task_names) == facts["tasks"]
@@ -64,7 +64,7 @@ def test_the_imported_model_reproduces_the_original(tmp_path, fixture, variant):
 
 def test_without_the_legacy_cross_attention_bias_the_logits_differ(tmp_path):
     ref, _ = reference("hyperformer++")
-    model = load_run(import_hyperformer(FIXTURES / "hyperformer++" / "checkpoint", tmp_path / "run")).model
+    model = load_run(import_hyperformer(FIXTURES / "hyperformer++" / "checkpoint", output=tmp_path / "run")).model
     assert model.backbone.decoder.block[0].layer[1].EncDecAttention.has_relative_attention_bias
     model.backbone.decoder.block[0].layer[1].EncDecAttention.has_relative_attention_bias = False  # current T5
     assert (original_logits(model, 0, ref) - ref["rte.logits"]).abs().max() > 100 * TOLERANCE

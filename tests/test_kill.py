@@ -105,7 +105,7 @@ def test_train_killed_midway_keeps_the_previous_run_and_resumes_bit_for_bit(tmp_
 def run_with_rte(tmp_path_factory):
     run = train(load_recipe(TINY_RECIPE), output=tmp_path_factory.mktemp("killrun") / "runs" / "tiny",
                 progress_bar=False)
-    materialize(run, ["rte"])
+    materialize(run, tasks=["rte"])
     return run
 
 

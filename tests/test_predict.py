@@ -57,7 +57,7 @@ def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     run = train(load_recipe(TINY), output=root / "runs" / "tiny", progress_bar=False)
     perturb_backbone(run)  # before materialize: every later stage reads the same weights
-    materialize(run, ["rte", "sst2"])
+    materialize(run, tasks=["rte", "sst2"])
     return run, {
         "rte": export_onnx(run, task="rte", head="both", output=root / "exports" / "rte"),
         "rte-generate": export_onnx(run, task="rte", head="generate", output=root / "exports" / "rte-generate"),

@@ -51,7 +51,7 @@ def build_world(root: Path) -> dict[str, Path]:
     run, and a finished run on another backbone (t5-demo)."""
     recipe = load_recipe(TINY_RECIPE)
     run = train(recipe, output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, ["rte"])
+    materialize(run, tasks=["rte"])
     export = export_onnx(run, task="rte", head="classify", output=root / "exports" / "rte")
     partial = train(recipe, output=root / "unfinished" / "tiny", stop_after=4, progress_bar=False)
     (root / "demo.yaml").write_text(tiny_text(("config: t5-test ", "config: t5-demo "), ("max_steps: 8", "max_steps: 1")))
@@ -239,9 +239,9 @@ CASES = [
          "move it, or choose another --output", a_file),
     # export --format tensorrt and --precision: refused before the GPU check, so the same on every machine
     Case("export-unknown-format", ["export", "--run", "{run}", "--task", "rte", "--format", "tflite", "--output", "out"],
-         "unknown format 'tflite': use onnx or tensorrt"),
+         "invalid value for '--format': 'tflite' is not one of 'onnx', 'tensorrt'"),
     Case("export-unknown-precision", ["export", "--run", "{run}", "--task", "rte", "--precision", "fp64", "--output", "out"],
-         "unknown precision 'fp64': use fp32, fp16, bf16, int8"),
+         "invalid value for '--precision': 'fp64' is not one of 'fp32', 'fp16', 'bf16', 'int8'"),
     Case("tensorrt-int8", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt", "--precision", "int8",
                            "--output", "out"],
          "precision 'int8' is not available for tensorrt: use fp32, fp16, bf16 (int8 is an ONNX Runtime CPU export: "
@@ -260,7 +260,7 @@ CASES = [
          "out already exists: pass --overwrite to replace it, or choose another --output", existing("out")),
     # deploy
     Case("deploy-unknown-format", ["deploy", "--task", "rte", "--format", "tflite"],
-         "unknown format 'tflite': use tensorrt or onnx"),
+         "invalid value for '--format': 'tflite' is not one of 'onnx', 'tensorrt'"),
     Case("deploy-no-export", ["deploy", "--task", "rte"],
          "no export at exports/rte/tensorrt: run `hyperexport export --task rte --format tensorrt` and "
          "`hyperexport verify exports/rte/tensorrt`"),
@@ -288,7 +288,7 @@ CASES = [
     Case("bench-unknown-head", ["bench", "--run", "{run}", "--task", "rte", "--head", "score"],
          "unknown head 'score': use classify or generate"),
     Case("bench-seq-too-short", ["bench", "--run", "{run}", "--task", "rte", "--seq", "1"],
-         "--seq must be at least 2 and --rounds at least 1"),
+         "invalid value for '--seq': input should be greater than or equal to 2"),
     Case("bench-unknown-backbone", ["bench", "--task", "rte", "--backbone", "t5-huge"],
          "unknown backbone 't5-huge': use one of t5-base, t5-demo, t5-large, t5-small, t5-test"),
     Case("no-latest-bench", ["bench", "--task", "rte"], "no run at runs/latest: run `hyperexport train` first"),
@@ -298,7 +298,7 @@ CASES = [
          "{export} is a onnx export, not TensorRT engines: run `hyperexport export --task <task> --format tensorrt`"),
     # adapt (bad data files and requests: tests/test_adapt.py)
     Case("adapt-no-data", ["adapt", "{run}", "--task", "scitail"],
-         "name the new task with --task and its labelled examples with --data FILE"),
+         "missing option '--data'"),
     Case("no-latest-adapt", ["adapt", "--task", "scitail", "--data", "rows.jsonl"],
          "no run at runs/latest: run `hyperexport train` first", scitail_rows(8)),
     Case("adapt-tune-in-place", ["adapt", "{run}", "--task", "scitail", "--data", "rows.jsonl", "--tune", "hypernet"],
@@ -313,7 +313,7 @@ CASES = [
     Case("adapt-run-without-tokenizer", ["adapt", "imported", "--task", "scitail", "--data", "rows.jsonl"],
          "run imported has no tokenizer (it was imported without one), which adapt needs for the examples' text: "
          "import the checkpoint again with --tokenizer",
-         lambda world, tmp: (scitail_rows(8)(world, tmp), import_hyperformer(CHECKPOINT, tmp / "imported"))),
+         lambda world, tmp: (scitail_rows(8)(world, tmp), import_hyperformer(CHECKPOINT, output=tmp / "imported"))),
     # import-hyperformer (unknown and missing keys: tests/test_import_hyperformer.py)
     Case("import-no-checkpoint", ["import-hyperformer", "no/such"],
          "no checkpoint folder at no/such: pass the original's output_dir"),

@@ -224,7 +224,7 @@ def test_deploy_names_the_missing_plans(engine_folder_without_plans, tmp_path):
     report.write_text(json.dumps({"passed": True, "precision": "fp32"}))  # as if verify had passed on a GPU
     try:
         with pytest.raises(UserError, match="has no classify_model.plan: build the engines with"):
-            deploy("rte", "tensorrt", tmp_path / "repo", engine_folder_without_plans)
+            deploy(task="rte", fmt="tensorrt", triton_repo=tmp_path / "repo", export_dir=engine_folder_without_plans)
     finally:
         report.unlink()
     assert not (tmp_path / "repo").exists()

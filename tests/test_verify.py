@@ -95,4 +95,4 @@ def test_verify_accepts_an_export_whose_manifest_predates_a_backbone_field(expor
     manifest = json.loads((older / names.MANIFEST_FILE).read_text())
     del manifest["backbone"]["legacy_cross_attention_bias"]
     (older / names.MANIFEST_FILE).write_text(json.dumps(manifest))
-    assert verify(older, run)["passed"]  # a copy elsewhere: its relative source_run points nowhere
+    assert verify(older, run=run)["passed"]  # a copy elsewhere: its relative source_run points nowhere

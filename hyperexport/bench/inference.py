@@ -36,6 +36,7 @@ from hyperexport.bench.subject import (
 from hyperexport.contracts.export import ExportFolder, GenerationIds
 from hyperexport.contracts.names import CLASSIFY_GRAPH, HEAD_GRAPHS
 from hyperexport.errors import UserError
+from hyperexport.options import DEFAULT_BENCH_ROUNDS, DEFAULT_BENCH_SEQ
 from hyperexport.runtime.backends import GraphBackend, OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate
 
@@ -48,9 +49,10 @@ RATIOS = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),
           "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8")}
 
 
-def bench(run: str | Path | None = None, task: str = "", backbone: str | None = None, recipe: str | Path | None = None,
-          batches: tuple[int, ...] = (1, 8, 32), seq: int = 128, heads: tuple[str, ...] = HEADS, rounds: int = 10,
-          threads: int | None = None, progress_bar: bool = True, tensorrt: str | Path | None = None) -> dict:
+def bench(run: str | Path | None = None, *, task: str, backbone: str | None = None, recipe: str | Path | None = None,
+          batches: tuple[int, ...] = (1, 8, 32), seq: int = DEFAULT_BENCH_SEQ, heads: tuple[str, ...] = HEADS,
+          rounds: int = DEFAULT_BENCH_ROUNDS, threads: int | None = None, progress_bar: bool = True,
+          tensorrt: str | Path | None = None) -> dict:
     """Latency, throughput, sizes and ratios of every variant at every batch size (see module doc);
     `tensorrt`: also an engine folder of the task (`export --format tensorrt`, needs an NVIDIA GPU)."""
     unknown = [h for h in heads if h not in HEADS]

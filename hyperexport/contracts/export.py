@@ -19,15 +19,25 @@ from typing import Any
 
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts.fields import ContractError, from_json, to_json
-from hyperexport.contracts.names import (CLASSIFY_GRAPH, ENCODER_GRAPH, ENGINE_SOURCE_DIR, IO_SPEC_FILE, MANIFEST_FILE,
-                                         MODEL_CONFIG_FILE, PARITY_REPORT_FILE, TOKENIZER_DIR, plan_name)
+from hyperexport.contracts.names import (
+    CLASSIFY_GRAPH,
+    ENCODER_GRAPH,
+    ENGINE_SOURCE_DIR,
+    IO_SPEC_FILE,
+    MANIFEST_FILE,
+    MODEL_CONFIG_FILE,
+    PARITY_REPORT_FILE,
+    TOKENIZER_DIR,
+    plan_name,
+)
 from hyperexport.contracts.publish import write_json
 from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
+from hyperexport.options import FORMATS as OPTION_FORMATS
 from hyperexport.recipe.schema import BackboneConfig
 
 STAGE = "export"
-FORMATS = ("onnx", "tensorrt")
+FORMATS = OPTION_FORMATS
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
 
 

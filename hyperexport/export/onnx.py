@@ -13,22 +13,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperexport.contracts import publish
-from hyperexport.contracts.export import ExportManifest, GraphIo, IoSpec, TensorSpec, write_export_manifest
+from hyperexport.contracts.export import (
+    ExportManifest,
+    GraphIo,
+    IoSpec,
+    TensorSpec,
+    write_export_manifest,
+)
 from hyperexport.contracts.manifest import file_hashes, relative_path
-from hyperexport.contracts.names import CLASSIFY_GRAPH, TOKENIZER_DIR, default_export_dir
+from hyperexport.contracts.names import (
+    CLASSIFY_GRAPH,
+    TOKENIZER_DIR,
+    default_export_dir,
+)
 from hyperexport.contracts.run import RunFolder
 from hyperexport.contracts.task import TaskFolder
 from hyperexport.errors import UserError
-from hyperexport.export.precision import PRECISIONS
-from hyperexport.export.tracing import DEFAULT_OPSET
+from hyperexport.options import (
+    DEFAULT_HEAD,
+    DEFAULT_OPSET,
+    DEFAULT_PRECISION,
+    EXPORT_HEADS,
+    PRECISIONS,
+    ExportHead,
+    Precision,
+)
 
-HEADS = ("generate", "classify", "both")
-DEFAULT_HEAD = "both"
-DEFAULT_PRECISION = "fp32"
+HEADS = EXPORT_HEADS
 
 
-def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT_HEAD, opset: int = DEFAULT_OPSET,
-                output: Path | None = None, overwrite: bool = False, precision: str = DEFAULT_PRECISION) -> Path:
+def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = DEFAULT_HEAD,
+                opset: int = DEFAULT_OPSET, output: Path | None = None, overwrite: bool = False,
+                precision: Precision = DEFAULT_PRECISION) -> Path:
     """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`."""
     from hyperexport.export.classify import export_classify_graph, label_token_ids
     from hyperexport.export.generate import export_generate_graphs

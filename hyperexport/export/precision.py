@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # what a graph's floats are (TensorRT's choices too)
+from hyperexport.options import PRECISIONS
+
+FLOAT_PRECISIONS = tuple(p for p in PRECISIONS if p != "int8")  # what a graph's floats are (TensorRT's choices too)
 HALF_PRECISIONS = ("fp16", "bf16")
-PRECISIONS = (*FLOAT_PRECISIONS, "int8")
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
 CPU_RUNNABLE = ("fp32", "fp16", "int8")  # ONNX Runtime's CPU provider lacks bf16 kernels (e.g. Sub)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-DEFAULT_OPSET = 18  # optimum recommends at least 18 for T5
+from hyperexport.options import DEFAULT_OPSET  # noqa: F401  (the opset every graph export uses)
 
 
 @contextlib.contextmanager

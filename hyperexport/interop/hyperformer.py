@@ -68,7 +68,7 @@ class OriginalSettings:
         return "hyperformer-layer" if self.unique_hyper_net else "hyperformer"
 
 
-def import_hyperformer(checkpoint_dir: str | Path, output: Path | None = None, tokenizer: str | None = None,
+def import_hyperformer(checkpoint_dir: str | Path, *, output: Path | None = None, tokenizer: str | None = None,
                        training_args: Path | None = None, overwrite: bool = False) -> Path:
     """Import `checkpoint_dir` into `output` (default runs/<checkpoint folder name>); returns the run folder."""
     from transformers import T5Config, T5ForConditionalGeneration

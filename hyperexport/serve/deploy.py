@@ -43,6 +43,7 @@ from hyperexport.contracts.names import (
     graph_stem,
 )
 from hyperexport.errors import UserError
+from hyperexport.options import DEFAULT_TRITON_REPO, Format
 from hyperexport.serve.triton_config import PLATFORMS, check_model_config, config_text, model_config
 
 ONNX_MAX_BATCH = 32  # an ONNX export has no profile; Triton's batcher still needs a bound
@@ -65,8 +66,8 @@ def require_passed_parity(export: ExportFolder) -> None:
                         f"{export.manifest.precision}: run `hyperexport verify {export.path}` first")
 
 
-def deploy(task: str, fmt: str = "tensorrt", triton_repo: str | Path = "triton-repo", export_dir: str | Path | None = None,
-           overwrite: bool = False) -> DeployFacts:
+def deploy(*, task: str, fmt: Format = "tensorrt", triton_repo: str | Path = DEFAULT_TRITON_REPO,
+           export_dir: str | Path | None = None, overwrite: bool = False) -> DeployFacts:
     """Write the task's models into `<triton_repo>/models/` and its client folder; returns deploy.json."""
     if fmt not in PLATFORMS:
         raise UserError(f"unknown format '{fmt}': use tensorrt or onnx")

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from hyperexport.errors import UserError
+from hyperexport.options import DEVICES as OPTION_DEVICES
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = OPTION_DEVICES
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # recipe name -> Accelerate's mixed_precision
 
 

@@ -26,6 +26,7 @@ from hyperexport.contracts import names
 from hyperexport.contracts.run import RunFolder, RunManifest
 from hyperexport.errors import UserError
 from hyperexport.model.hyper_t5 import HyperT5
+from hyperexport.options import DEFAULT_ADAPT_LEARNING_RATE, DEFAULT_ADAPT_STEPS
 from hyperexport.params import parameter_report
 from hyperexport.recipe.load import load_recipe, recipe_from_dict, recipe_to_dict
 from hyperexport.recipe.schema import Recipe
@@ -33,13 +34,19 @@ from hyperexport.tasks.registry import TASKS, TaskSpec
 from hyperexport.training.accelerator import accelerator_for
 from hyperexport.training.adapt_folder import AdaptedRun, write_adapted_run
 from hyperexport.training.adapt_loop import evaluate_new_task, nearest_task, train_steps
-from hyperexport.training.adapt_model import (TUNE_CHOICES, RunToAdapt, adaptation_model, initial_embedding,
-                                              parameter_facts, run_tensors, set_trainable)
+from hyperexport.training.adapt_model import (
+    TUNE_CHOICES,
+    RunToAdapt,
+    adaptation_model,
+    initial_embedding,
+    parameter_facts,
+    run_tensors,
+    set_trainable,
+)
 from hyperexport.training.few_shot import data_facts, read_few_shot
 from hyperexport.training.task_data import TaskData, task_spec
 
-DEFAULT_STEPS = 200
-DEFAULT_LEARNING_RATE = 3e-2  # one 64-number vector drawn N(0, 1): it needs larger steps than the hypernet
+DEFAULT_STEPS, DEFAULT_LEARNING_RATE = DEFAULT_ADAPT_STEPS, DEFAULT_ADAPT_LEARNING_RATE
 AUTO_INIT = "auto"  # --init-from auto: the trained task whose embedding has the lowest loss on the shots
 # adapt learns in fp32 whatever precision the run was trained in: the loop is short, and a run trained in
 # fp16 on a GPU can still be adapted on a CPU

@@ -17,6 +17,7 @@ from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import UserError
 from hyperexport.model.build import build_model, load_tokenizer
 from hyperexport.model.hyper_t5 import HyperT5, is_t5_layer_norm
+from hyperexport.options import TUNES
 from hyperexport.params import per_task_adapter_parameters
 from hyperexport.recipe.schema import Recipe
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
     from transformers import PreTrainedTokenizerBase
 
-TUNE_CHOICES = ("embedding", "layer-norms", "hypernet")
+TUNE_CHOICES = TUNES
 EMBEDDING_KEY = "task_embeddings.weight"
 
 

@@ -9,6 +9,7 @@ from typing import Mapping
 import torch
 
 from hyperexport.data.collate import Example, collate
+from hyperexport.options import DEFAULT_SPLIT, Split
 from hyperexport.runtime.heads import decoded_texts
 from hyperexport.tasks.metrics import average_metric, compute_metrics, majority_baseline
 from hyperexport.tasks.registry import max_target_tokens
@@ -56,7 +57,7 @@ def evaluate_tasks(model, tokenizer, task_data: Mapping, split: str, batch_size:
     return {"tasks": results, "average": average}
 
 
-def evaluate_run(run: str | Path | None = None, tasks: list[str] | None = None, split: str = "test",
+def evaluate_run(run: str | Path | None = None, *, tasks: list[str] | None = None, split: Split = DEFAULT_SPLIT,
                  batch_size: int | None = None) -> dict:
     """Metrics of a run's trained model on `split` for some or all of its tasks, with baselines."""
     from hyperexport.model.trained import load_run

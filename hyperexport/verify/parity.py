@@ -22,6 +22,7 @@ from hyperexport.contracts.export import ExportFolder
 from hyperexport.contracts.names import PARITY_REPORT_FILE
 from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
+from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
 from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.export.tensorrt.compat import export_compatibility
 from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
@@ -50,7 +51,7 @@ ONNX_RUNTIME, TENSORRT = "onnxruntime", "tensorrt"  # the export's runners
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
-def verify(export_dir: str | Path, run: str | Path | None = None, max_examples: int = 200,
+def verify(export_dir: str | Path, *, run: str | Path | None = None, max_examples: int = DEFAULT_VERIFY_EXAMPLES,
            tensorrt_check: bool = False) -> dict:
     """Compare every runner with the hypernetwork model; write and return the parity report. TensorRT
     engine folders (and ONNX exports with `tensorrt_check`) also get the CPU TensorRT-compatibility check."""

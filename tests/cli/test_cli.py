@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from hyperexport_cli.main import app
@@ -20,11 +21,27 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "materialize", "export", "verify", "predict", "params", "adapt"])
-def test_every_command_has_help_with_an_example(command):
+COMMANDS = sorted(typer.main.get_command(app).commands)
+
+
+def test_the_app_has_every_stage_of_the_path():
+    assert COMMANDS == sorted(["train", "evaluate", "params", "adapt", "import-hyperformer", "materialize", "export",
+                               "verify", "predict", "deploy", "bench"])
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_plain_help_with_an_example(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0
     assert "Example: hyperexport " + command in result.output
+    assert "<bool>" not in result.output and "╭" not in result.output  # no type column, no panel
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_usage_error_is_one_line_and_exit_2(command):
+    result = invoke(command, "--no-such-flag")
+    assert result.exit_code == 2
+    assert result.stderr == "error: no such option: --no-such-flag\n" and result.stdout == ""
 
 
 def test_console_script_runs_in_a_real_process():
@@ -35,7 +52,7 @@ def test_console_script_runs_in_a_real_process():
 @pytest.mark.parametrize(
     ("recipe", "percent", "ratio"),
     [
-        ("glue-t5-base-hyperformer++.yaml", 0.292, 1.023),  # PAPER.md 6.1/6.2: 0.29% and 1.02x
+        ("glue-t5-base-hyperformer++.yaml", 0.292, 1.023),  # docs/method.md §5: the paper's 0.29% and 1.02x
         ("glue-t5-small-hyperformer++.yaml", 0.499, 1.040),  # 0.50%, 1.04x
         ("glue-t5-base-hyperformer.yaml", 6.864, 1.549),  # per-layer hypernets with the 512->128->64 projector
         ("glue-t5-base-adapters.yaml", 0.818, 1.065),  # Adapter-dagger
@@ -61,9 +78,12 @@ def test_params_table_for_people():
         (["params", "no/such/recipe.yaml"], "no recipe at no/such/recipe.yaml"),
         (["train", "no/such/recipe.yaml"], "no recipe at no/such/recipe.yaml"),
         (["evaluate", "no/such/run"], "no run at no/such/run"),
-        (["train", RECIPES / "tiny.yaml", "--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
+        (["train", RECIPES / "tiny.yaml", "--device", "tpu"], "invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
         (["materialize"], "name a task with --task, or pass --all"),
-        (["evaluate", "--split", "dev"], "unknown split 'dev': use validation or test"),
+        (["evaluate", "--split", "dev"], "invalid value for '--split': 'dev' is not one of 'validation', 'test'"),
+        (["train", "--max-steps", "0"], "invalid value for '--max-steps': input should be greater than or equal to 1"),
+        (["export"], "missing option '--task'"),
+        (["no-such-command"], "no such command 'no-such-command'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message):

@@ -30,14 +30,28 @@ from types import ModuleType
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportFolder, write_export_manifest
 from hyperexport.contracts.manifest import relative_path, sha256_file
-from hyperexport.contracts.names import (ENGINE_SOURCE_DIR, IO_SPEC_FILE, MODEL_CONFIG_FILE, TASK_FILE, TIMING_CACHE_FILE,
-                                         TOKENIZER_DIR, default_export_dir, plan_name)
+from hyperexport.contracts.names import (
+    ENGINE_SOURCE_DIR,
+    IO_SPEC_FILE,
+    MODEL_CONFIG_FILE,
+    TASK_FILE,
+    TIMING_CACHE_FILE,
+    TOKENIZER_DIR,
+    default_export_dir,
+    plan_name,
+)
 from hyperexport.errors import UserError
-from hyperexport.export.onnx import DEFAULT_HEAD, DEFAULT_PRECISION, HEADS
-from hyperexport.export.tracing import DEFAULT_OPSET
+from hyperexport.export.onnx import HEADS
 from hyperexport.export.precision import FLOAT_PRECISIONS
 from hyperexport.export.tensorrt.loaders import build_plan, plan_loaders
-from hyperexport.export.tensorrt.profiles import DEFAULT_BATCH, DEFAULT_SEQ, ShapeRanges, check_task_fits, graph_profiles
+from hyperexport.export.tensorrt.profiles import (
+    DEFAULT_BATCH,
+    DEFAULT_SEQ,
+    ShapeRanges,
+    check_task_fits,
+    graph_profiles,
+)
+from hyperexport.options import DEFAULT_HEAD, DEFAULT_OPSET, DEFAULT_PRECISION
 
 PRECISIONS = FLOAT_PRECISIONS  # int8 is a CPU artifact of ONNX Runtime, not an engine precision
 _GET_TENSORRT = "pip install -e '.[gpu]' (tensorrt, onnxruntime-gpu, polygraphy) on a machine with an NVIDIA GPU"

@@ -23,7 +23,12 @@ from hyperexport.errors import UserError
 
 if TYPE_CHECKING:
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        Profile,
+    )
 
 GraphProfile = dict[str, dict[str, list[int]]]  # input name -> {"min": shape, "opt": shape, "max": shape}
 WORKSPACE_BYTES = 4 << 30

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hyperexport.errors import UserError
+from hyperexport.options import DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_SEQ
 
 if TYPE_CHECKING:
     from hyperexport.contracts.export import IoSpec
     from hyperexport.contracts.task import TaskFacts
 
-DEFAULT_BATCH = "1:8:32"
-DEFAULT_SEQ = "1:64:256"
+DEFAULT_BATCH, DEFAULT_SEQ = DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_SEQ
 MAX_DIMENSION = 1 << 20  # a sanity bound on any profile value
 
 

@@ -1,0 +1,106 @@
+"""Commands that ship a trained run: materialize, export, verify, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hyperexport.options import (DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_SEQ, DEFAULT_FORMAT, DEFAULT_HEAD,
+                                 DEFAULT_OPSET, DEFAULT_PRECISION, DEFAULT_VERIFY_EXAMPLES, ExportHead, Format,
+                                 Precision)
+from hyperexport_cli.app import ExportArg, JsonOpt, OverwriteOpt, RunOpt, app
+from hyperexport_cli.errors import fail, user_errors
+from hyperexport_cli.output import print_json, print_parity, print_predictions
+
+
+@app.command(epilog="Example: hyperexport materialize --task rte  |  hyperexport materialize --run runs/demo --all")
+@user_errors
+def materialize(
+    run: RunOpt = None,
+    task: Annotated[list[str] | None, typer.Option(help="Task to materialize (repeatable).")] = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Materialize every task of the run.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Task folder; default <run>/tasks/<task>.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Evaluate the hypernetwork once per task and keep that task's adapter weights."""
+    from hyperexport.materialize import materialize as materialize_tasks
+
+    if not task and not all_tasks:
+        fail("name a task with --task, or pass --all to materialize every task of the run")
+    for folder in materialize_tasks(run, tasks=None if all_tasks else task, output=output, overwrite=overwrite):
+        typer.echo(f"materialized: {folder}")
+
+
+@app.command(epilog="Example: hyperexport export --task rte --format onnx --head both  |  "
+                     "hyperexport export --task rte --format tensorrt --precision bf16 --batch 1:8:32 --seq 1:64:256")
+@user_errors
+def export(
+    task: Annotated[str, typer.Option(help="A materialized task of the run.")],
+    run: RunOpt = None,
+    format: Annotated[Format, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = DEFAULT_FORMAT,
+    head: Annotated[ExportHead, typer.Option(help="Which graphs: the generate loop's, the classify scorer, or both.")] = DEFAULT_HEAD,
+    precision: Annotated[Precision, typer.Option(
+        help="fp32; fp16 (wo kept fp32) or bf16 for GPUs (bf16 needs a GPU runtime); int8 (onnx only: "
+             "dynamic quantization, CPU).")] = DEFAULT_PRECISION,
+    opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = DEFAULT_OPSET,
+    batch: Annotated[str, typer.Option(help="tensorrt: batch profile min:opt:max.")] = DEFAULT_ENGINE_BATCH,
+    seq: Annotated[str, typer.Option(help="tensorrt: source-length profile min:opt:max.")] = DEFAULT_ENGINE_SEQ,
+    timing_cache: Annotated[Path | None, typer.Option(
+        help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Export folder; default exports/<task>/<format>[-<precision>]/.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them."""
+    if format == "tensorrt":
+        from hyperexport.export.tensorrt.build import export_tensorrt
+
+        folder = export_tensorrt(run, task=task, head=head, precision=precision, batch=batch, seq=seq, output=output,
+                                 overwrite=overwrite, opset=opset, timing_cache=timing_cache)
+    else:
+        from hyperexport.export.onnx import export_onnx
+
+        folder = export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite,
+                             precision=precision)
+    typer.echo(f"exported: {folder}")
+
+
+@app.command(epilog="Example: hyperexport verify exports/rte/onnx --json")
+@user_errors
+def verify(
+    export_dir: ExportArg,
+    run: Annotated[Path | None, typer.Option(help="Run folder; default the one the export came from.")] = None,
+    max_examples: Annotated[int, typer.Option(min=1, help="Evaluation examples to run.")] = DEFAULT_VERIFY_EXAMPLES,
+    tensorrt_check: Annotated[bool, typer.Option(
+        "--tensorrt-check", help="Also check the ONNX graphs for TensorRT (always on for tensorrt exports).")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare PyTorch (hypernetwork, folded) and the export (ONNX Runtime or TensorRT) on the same inputs; exit 1
+    on any mismatch or when a runner the export needs is missing here (bf16 graphs need a GPU)."""
+    from hyperexport.verify.parity import verify as verify_export
+
+    report = verify_export(export_dir, run=run, max_examples=max_examples, tensorrt_check=tensorrt_check)
+    print_json(report) if json_output else print_parity(report)
+    if not report["passed"]:
+        raise typer.Exit(code=1)
+
+
+@app.command(epilog="Example: hyperexport predict exports/rte/onnx "
+                     "'{\"sentence1\": \"a cat sings\", \"sentence2\": \"a cat\"}'  |  "
+                     "hyperexport predict exports/rte/onnx --input examples.jsonl --json")
+@user_errors
+def predict(
+    export_dir: ExportArg,
+    text: Annotated[str | None, typer.Argument(
+        help="One example: a JSON object of the task's fields, or the plain text of a one-field task.",
+        show_default=False)] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", help="JSONL file, one JSON object per line.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Label new examples with an export folder (ONNX Runtime on the CPU, TensorRT plans on a GPU); warns on
+    truncated inputs."""
+    from hyperexport.runtime.predict import predict as predict_examples
+
+    results = predict_examples(export_dir, text=text, input_file=input_file)
+    print_json(results) if json_output else print_predictions(results)
