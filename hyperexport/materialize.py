@@ -10,41 +10,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import save
-
 from hyperexport.contracts import publish
 from hyperexport.contracts.manifest import relative_path, sha256_file
 from hyperexport.contracts.names import ADAPTERS_FILE
+from hyperexport.contracts.run import RunFolder
 from hyperexport.contracts.task import (ADAPTER_PREFIX, BACKBONE_PREFIX, AdapterFacts, TaskFacts, TaskManifest,
                                         write_task_manifest)
 from hyperexport.errors import UserError
-from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, POSITIONS, STACKS
 
 if TYPE_CHECKING:
+    import torch
+
     from hyperexport.model.hyper_t5 import HyperT5
     from hyperexport.model.trained import TrainedRun
 
 
 def materialize(run: str | Path | None = None, *, tasks: list[str] | None = None, output: Path | None = None,
                 overwrite: bool = False) -> list[Path]:
-    """Materialize `tasks` (all of the run's when None) of `run` (default runs/latest)."""
+    """Materialize `tasks` (all of the run's when None) of `run` (default runs/latest). The run, the task
+    names and the destinations are checked before the model is loaded."""
     from hyperexport.model.trained import load_run
 
-    loaded = load_run(run)
-    chosen = tasks or list(loaded.model.task_names)
-    loaded.check_tasks(chosen)
+    folder = RunFolder.resolve(run)
+    chosen = tasks or list(folder.manifest().tasks)
+    folder.require_tasks(chosen)
     if output is not None and len(chosen) > 1:
         raise UserError("--output names one task folder: materialize one --task with it, or drop --output")
-    destinations = {t: output or loaded.folder.task_dir(t) for t in chosen}
+    destinations = {t: output or folder.task_dir(t) for t in chosen}
     taken = [str(d) for d in destinations.values() if d.exists()]
     if taken and not overwrite:
         raise UserError(f"{taken[0]} already exists: pass --overwrite to replace it")
+    loaded = load_run(folder.path)
     return [_materialize_one(loaded, task, destinations[task]) for task in chosen]
 
 
 def task_tensors(model: HyperT5, task: str) -> dict[str, torch.Tensor]:
     """The task's adapter tensors ([L, 2, ...] per stack) and the trained T5 layer norms, by file key."""
+    import torch
+
+    from hyperexport.model.adapter import STACKS
+
     with torch.no_grad():
         weights = model.adapter_weights(torch.tensor([model.task_id(task)]))
     tensors = {f"{ADAPTER_PREFIX}{stack}.{name}": t[0].contiguous()
@@ -59,6 +64,8 @@ def task_tensors(model: HyperT5, task: str) -> dict[str, torch.Tensor]:
 
 
 def _materialize_one(loaded: TrainedRun, task: str, destination: Path) -> Path:
+    from safetensors.torch import save
+
     tensors = task_tensors(loaded.model, task)
     with publish.building(destination) as tmp:
         publish.write_bytes(tmp / ADAPTERS_FILE, save({k: v.cpu().clone() for k, v in tensors.items()}))
@@ -68,6 +75,7 @@ def _materialize_one(loaded: TrainedRun, task: str, destination: Path) -> Path:
 
 
 def _task_facts(loaded: TrainedRun, task: str) -> TaskFacts:
+    from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, POSITIONS
     from hyperexport.tasks.registry import max_target_tokens
 
     spec = loaded.task_spec(task)

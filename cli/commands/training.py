@@ -33,6 +33,8 @@ def train(
 ) -> None:
     """Multi-task training from a recipe; writes runs/<name>/ and points runs/latest at it."""
     from hyperexport.recipe.load import load_recipe
+
+    loaded_recipe = load_recipe(recipe)  # a bad recipe is refused before torch loads
     from hyperexport.training.loop import train as train_recipe
 
     resume_command = " ".join(["hyperexport train", *([shlex.quote(str(recipe))] if recipe else []),
@@ -40,7 +42,7 @@ def train(
                                *([f"--max-steps {max_steps}"] if max_steps else []),
                                *([f"--device {device}"] if device != DEFAULT_DEVICE else []), "--resume"])
     try:
-        run_dir = train_recipe(load_recipe(recipe), output=output, max_steps=max_steps, device=device,
+        run_dir = train_recipe(loaded_recipe, output=output, max_steps=max_steps, device=device,
                                resume=resume, overwrite=overwrite, stop_after=stop_after)
     except Interrupted as stopped:
         report_interrupt(stopped, continue_with=resume_command)

@@ -98,6 +98,13 @@ class RunFolder:
     def task_dir(self, task: str) -> Path:
         return self.path / TASKS_DIR / task
 
+    def require_tasks(self, tasks: list[str]) -> None:
+        """Refuse task names the run was not trained on (one line naming the run's tasks)."""
+        known = list(self.manifest().tasks)
+        unknown = [task for task in tasks if task not in known]
+        if unknown:
+            raise UserError(f"task '{unknown[0]}' is not in the run {self.name}: its tasks are {', '.join(known)}")
+
     def manifest(self) -> RunManifest:
         return read_run_manifest(self.path)
 

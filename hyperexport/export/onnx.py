@@ -45,7 +45,22 @@ HEADS = EXPORT_HEADS
 def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = DEFAULT_HEAD,
                 opset: int = DEFAULT_OPSET, output: Path | None = None, overwrite: bool = False,
                 precision: Precision = DEFAULT_PRECISION) -> Path:
-    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`."""
+    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`.
+    Every argument and input folder is checked before torch and the exporters are imported."""
+    if head not in HEADS:
+        raise UserError(f"unknown head '{head}': use generate, classify or both")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+    run_folder = RunFolder.resolve(run)
+    run_folder.require_tasks([task])
+    task_dir = run_folder.task_dir(task)
+    materialized = TaskFolder.open(task_dir)
+    destination = Path(output) if output is not None else default_export_dir(task, "onnx", precision)
+    if destination.exists() and not overwrite:
+        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
+    if run_folder.tokenizer_dir is None and head != "generate":
+        raise UserError(f"the {head} head needs the run's tokenizer and {run_folder.path} has none: export --head "
+                        "generate, or import the checkpoint again with --tokenizer")
     from hyperexport.export.classify import export_classify_graph, label_token_ids
     from hyperexport.export.generate import export_generate_graphs
     from hyperexport.export.precision import cast_to_precision
@@ -53,21 +68,9 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = 
     from hyperexport.fold import load_folded_task
     from hyperexport.model.build import load_tokenizer
 
-    if head not in HEADS:
-        raise UserError(f"unknown head '{head}': use generate, classify or both")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
-    run_folder = RunFolder.resolve(run)
-    task_dir = run_folder.task_dir(task)
-    destination = Path(output) if output is not None else default_export_dir(task, "onnx", precision)
-    if destination.exists() and not overwrite:
-        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
     model, facts = load_folded_task(task_dir)
     cast_to_precision(model, precision)
     tokenizer = load_tokenizer(str(run_folder.tokenizer_dir)) if run_folder.tokenizer_dir else None
-    if tokenizer is None and head != "generate":
-        raise UserError(f"the {head} head needs the run's tokenizer and {run_folder.path} has none: export --head "
-                        "generate, or import the checkpoint again with --tokenizer")
     with publish.building(destination) as tmp:
         if head in ("generate", "both"):
             export_generate_graphs(model, tmp, opset)
@@ -82,7 +85,7 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = 
         write_export_manifest(tmp, ExportManifest(
             format="onnx", head=head, precision=precision, opset=opset, task=task,
             source_run=relative_path(run_folder.path, destination), source_task_sha256=file_hashes(task_dir),
-            backbone=TaskFolder.open(task_dir).manifest.backbone))
+            backbone=materialized.manifest.backbone))
     return destination
 
 

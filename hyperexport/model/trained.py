@@ -31,10 +31,7 @@ class TrainedRun:
 
     def check_tasks(self, tasks: list[str]) -> None:
         """Refuse task names the run was not trained on (one line naming the run's tasks)."""
-        known = list(self.model.task_names)
-        unknown = [t for t in tasks if t not in known]
-        if unknown:
-            raise UserError(f"task '{unknown[0]}' is not in the run {self.path.name}: its tasks are {', '.join(known)}")
+        self.folder.require_tasks(tasks)
 
     def task_spec(self, task: str) -> TaskSpec:
         """The TaskSpec of one of the run's tasks (registry or recipe-declared)."""

@@ -32,8 +32,6 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     Give the examples one way: `examples` (dicts of fields), `text` (see `runtime.examples.read_examples`)
     or `input_file` (JSONL).
     """
-    from hyperexport.model.build import load_tokenizer
-
     export = ExportFolder.open(export_dir)  # also refuses a folder of another stage
     if not export.heads:
         graphs = [export.graph_file(graph).name for graph in (CLASSIFY_GRAPH, ENCODER_GRAPH)]
@@ -44,6 +42,8 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     if export.tokenizer_dir is None:
         raise UserError(f"{export.path} has no tokenizer (its run was imported without one): import the checkpoint "
                         "again with --tokenizer, then materialize and export")
+    from hyperexport.model.build import load_tokenizer  # transformers: after every check
+
     tokenizer = load_tokenizer(str(export.tokenizer_dir))
     warn_truncated(tokenizer, sources, facts.max_source_length)
     ids = export.generation_ids if "generate" in export.heads else None
