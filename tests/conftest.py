@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
+
+from hyperexport.recipe.schema import ModelConfig
 
 # Tests run two pytest workers on two cores: one thread each, inherited by CLI subprocesses too.
 # (Two OpenMP threads per worker spin against each other and make tiny matmuls 100x slower.)
@@ -28,11 +29,11 @@ def tiny_t5(feed_forward_proj: str = "relu", seed: int = 0, **overrides) -> T5Fo
     return T5ForConditionalGeneration(tiny_t5_config(feed_forward_proj, **overrides)).eval()
 
 
-def model_config(variant: str = "hyperformer++", **overrides) -> SimpleNamespace:
-    """The fields of recipe.ModelConfig the model reads, small enough for tests."""
+def model_config(variant: str = "hyperformer++", **overrides) -> ModelConfig:
+    """The recipe's real `ModelConfig`, small enough for tests."""
     values = dict(variant=variant, reduction_factor=4, task_embedding_dim=16, hypernet_hidden_dim=24,
                   task_projector_input_dim=None, activation="gelu_new")
-    return SimpleNamespace(**{**values, **overrides})
+    return ModelConfig(**{**values, **overrides})
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
-from hyperexport.bench.inference import HEADS, RATIOS, VARIANTS, bench, ratios
+from hyperexport.bench.inference import HEADS, VARIANTS, bench, ratios
 from hyperexport.bench.training import bench_training
 from hyperexport_cli.main import app
 
@@ -33,8 +33,19 @@ def test_bench_measures_every_variant_head_and_batch(tiny_run):
         items = row["batch"] * (report["new_tokens"] if row["head"] == "generate" else 1)
         assert 0 < row["p50_ms"] <= row["p90_ms"]
         assert row["throughput"] == pytest.approx(items / (row["p50_ms"] / 1e3))
-    assert report["ratios"] == ratios(report["results"])
-    assert set(report["ratios"]) == {*RATIOS, "classify_vs_generate"}
+    p50 = {(r["head"], r["batch"], r["variant"]): r["p50_ms"] for r in report["results"]}
+    slower_over_faster = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),  # written out here, not
+                          "ort_fp32_vs_plain_backbone": ("ort_plain_backbone", "ort_fp32"),  # taken from the module
+                          "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8")}
+    assert set(report["ratios"]) == {*slower_over_faster, "classify_vs_generate"}
+    for name, (slow, fast) in slower_over_faster.items():
+        for head in HEADS:
+            for batch in (1, 2):
+                expected = p50[(head, batch, slow)] / p50[(head, batch, fast)]
+                assert report["ratios"][name][head][str(batch)] == pytest.approx(expected, rel=1e-12)
+    for batch in (1, 2):
+        expected = p50[("generate", batch, "ort_fp32")] / p50[("classify", batch, "ort_fp32")]
+        assert report["ratios"]["classify_vs_generate"][str(batch)] == pytest.approx(expected, rel=1e-12)
     sizes = report["sizes_mb"]
     assert all(sizes["ort_int8"][h] < sizes["ort_fp32"][h] for h in HEADS)  # really quantized
     assert sizes["torch_hypernet"] > sizes["torch_folded"]  # the hypernetwork is gone after folding
