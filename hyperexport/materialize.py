@@ -85,7 +85,7 @@ def _task_facts(loaded: TrainedRun, task: str) -> TaskFacts:
                       else loaded.recipe.data.max_target_length)
     return TaskFacts(task=task, template=spec.template, labels=tuple(spec.labels), metrics=tuple(spec.metrics),
                      postprocess=spec.postprocess, is_regression=spec.is_regression, max_new_tokens=max_new_tokens,
-                     max_source_length=loaded.recipe.data.max_source_length,
+                     max_source_length=loaded.recipe.data.max_source_length, label_names=spec.label_names,
                      adapter=AdapterFacts(activation=config.activation, layer_norm_eps=ADAPTER_LAYER_NORM_EPS,
                                           positions=POSITIONS, variant=config.variant))
 

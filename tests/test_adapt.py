@@ -181,6 +181,7 @@ BAD_ROW_FILES = {
 
 BAD_DATA = [  # (case: the test id, named in docs/reliability.md; the end of the one line, after the file's path)
     ("missing", "does not exist: give a .jsonl or .csv file of labelled examples"),
+    ("a-folder", "is a folder: give one .jsonl or .csv file of labelled examples"),
     ("empty", "has no examples: give at least one labelled jsonl row"),
     ("not-jsonl", ":1 is not valid JSON (Expecting value); fix that line"),
     ("missing-field", ":1 lacks field(s) sentence2 of task 'scitail'; give every row sentence1, sentence2, gold_label"),
@@ -196,6 +197,9 @@ def test_a_bad_data_file_is_one_line_exit_2_and_the_run_is_untouched(run_copy, t
     run, _, eval_data = run_copy
     if case == "missing":
         data = tmp_path / "absent.jsonl"
+    elif case == "a-folder":
+        data = tmp_path / "shots"
+        data.mkdir()
     elif case == "wrong-suffix":
         data = write_jsonl(tmp_path / "rows.txt", demo_examples("scitail", "train", 4, 0))
     elif case == "binary":

@@ -229,7 +229,7 @@ def test_deploy_refuses_an_export_without_a_passed_parity_report(verified, tmp_p
 def test_deploy_refuses_another_format_or_task_and_a_missing_export(verified, tmp_path):
     folder = verified[1]
     wrong = cli("deploy", "--task", "rte", "--format", "tensorrt", "--export", folder, cwd=tmp_path)
-    assert wrong.exit_code == 2 and "is a onnx export of rte, not tensorrt of rte" in wrong.stderr
+    assert wrong.exit_code == 2 and "is an ONNX export of rte, not a TensorRT engine folder of rte" in wrong.stderr
     missing = cli("deploy", "--task", "rte", cwd=tmp_path)
     assert missing.exit_code == 2 and "no export at exports/rte/tensorrt" in missing.stderr
     assert not (tmp_path / "triton-repo").exists()

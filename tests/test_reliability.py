@@ -273,7 +273,7 @@ CASES = [
          "export/parity_report.json is for precision fp16, the export is fp32: run `hyperexport verify export` first",
          verified_export({"passed": True, "precision": "fp16"})),
     Case("deploy-another-format", ["deploy", "--task", "rte", "--format", "tensorrt", "--export", "{export}"],
-         "{export} is a onnx export of rte, not tensorrt of rte: pass the matching --export"),
+         "{export} is an ONNX export of rte, not a TensorRT engine folder of rte: pass the matching --export"),
     Case("deploy-edited-export", ["deploy", "--task", "rte", "--format", "onnx", "--export", "export"],
          "export/classify_model.onnx was changed (sha256 mismatch) since it was written: export it again",
          verified_export({"passed": True, "precision": "fp32"}, lambda data: data[: len(data) // 2])),
@@ -295,7 +295,7 @@ CASES = [
     Case("bench-task-not-in-run", ["bench", "--run", "{run}", "--task", "cola"],
          "task 'cola' is not in the run tiny: its tasks are rte, sst2, mrpc"),
     Case("bench-tensorrt-not-engines", ["bench", "--run", "{run}", "--task", "rte", "--tensorrt", "{export}"],
-         "{export} is a onnx export, not TensorRT engines: run `hyperexport export --task <task> --format tensorrt`"),
+         "{export} is an ONNX export, not TensorRT engines: run `hyperexport export --task <task> --format tensorrt`"),
     # adapt (bad data files and requests: tests/test_adapt.py)
     Case("adapt-no-data", ["adapt", "{run}", "--task", "scitail"],
          "missing option '--data'"),

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import Interrupted
 from hyperexport.options import (DEFAULT_ADAPT_LEARNING_RATE, DEFAULT_ADAPT_STEPS, DEFAULT_DEVICE, DEFAULT_SPLIT,
                                  DEFAULT_TUNE, Device, Split, Tune)
@@ -50,6 +51,7 @@ def train(
         typer.echo(f"run stopped early, continue with: {resume_command}: {run_dir}")
         return
     typer.echo(f"run finished: {run_dir}")
+    print_metrics(RunFolder(run_dir).metrics())
 
 
 @app.command(epilog="Example: hyperexport evaluate runs/demo --task rte --json")

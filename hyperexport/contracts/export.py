@@ -38,6 +38,7 @@ from hyperexport.recipe.schema import BackboneConfig
 
 STAGE = "export"
 FORMATS = OPTION_FORMATS
+FORMAT_KINDS = {"onnx": "an ONNX export", "tensorrt": "a TensorRT engine folder"}
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
 
 
@@ -62,6 +63,11 @@ class ExportManifest:
     plans: dict[str, str] | None = None  # plan file -> its source graph
     source_onnx_sha256: dict[str, str] | None = None
     tensorrt_compatibility: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        """"an ONNX export" or "a TensorRT engine folder", for messages."""
+        return FORMAT_KINDS.get(self.format, f"a {self.format} export")
 
     @property
     def max_batch(self) -> int | None:
@@ -154,7 +160,7 @@ class ExportFolder:
         except ContractError as error:
             raise UserError(f"{path} has a manifest that is not an export's ({error}): export again") from None
         if manifest.format not in FORMATS:
-            raise UserError(f"{path} is a {manifest.format} export; hyperexport runs onnx and tensorrt exports: "
+            raise UserError(f"{path} is {manifest.kind}; hyperexport runs ONNX exports and TensorRT engine folders: "
                             "run `hyperexport export --task <task> --format onnx`")
         return cls(path, manifest)
 

@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts.fields import ContractError, from_json, to_json
-from hyperexport.contracts.names import (BACKBONE_DIR, CHECKPOINT_DIR, LATEST_LINK, PARTIAL_SUFFIX, RECIPE_FILE,
+from hyperexport.contracts.names import (BACKBONE_DIR, CHECKPOINT_DIR, LATEST_LINK, METRICS_FILE, PARTIAL_SUFFIX,
+                                         RECIPE_FILE,
                                          RUNS_DIR, TASKS_DIR, TOKENIZER_DIR, WEIGHTS_FILE)
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
@@ -107,6 +109,10 @@ class RunFolder:
 
     def manifest(self) -> RunManifest:
         return read_run_manifest(self.path)
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json: the test metrics with baselines, best step and validation history (train writes it)."""
+        return json.loads((self.path / METRICS_FILE).read_text())
 
     def portable_backbone(self, backbone: BackboneConfig) -> BackboneConfig:
         """`backbone` with a config file inside this run written relative to it (an imported run's

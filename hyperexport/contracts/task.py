@@ -46,6 +46,14 @@ class TaskFacts:
     max_new_tokens: int  # greedy generation length (the longest label, </s> included)
     max_source_length: int
     adapter: AdapterFacts
+    label_names: tuple[str, ...] | None = None  # what each label means ("0" -> "entailment"); None: the label itself
+
+    def label_name(self, label: str) -> str:
+        """The name of a label string (itself when the task has no names, or for a generated string that is
+        not one of the labels)."""
+        if self.label_names is None or label not in self.labels:
+            return label
+        return self.label_names[self.labels.index(label)]
 
     @classmethod
     def read(cls, folder: Path) -> TaskFacts:

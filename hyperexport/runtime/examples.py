@@ -118,12 +118,22 @@ def _kind(value: object) -> str:
     return kinds.get(type(value), "a number")
 
 
-def warn_truncated(tokenizer: PreTrainedTokenizerBase, sources: list[str], max_source_length: int) -> None:
-    """One stderr line per source longer than `max_source_length` tokens (with `</s>`)."""
+MOSTLY_UNKNOWN = 0.5  # warn when more than this share of an example's tokens are the tokenizer's <unk>
+
+
+def warn_about_inputs(tokenizer: PreTrainedTokenizerBase, sources: list[str], max_source_length: int) -> None:
+    """One stderr line per source longer than `max_source_length` tokens (with `</s>`), and per source
+    whose words the tokenizer mostly does not know (the model then sees little of it)."""
+    unknown = tokenizer.unk_token_id
     for index, ids in enumerate(tokenizer(sources, verbose=False).input_ids):
         if len(ids) > max_source_length:
             print(f"warning: example {index} has {len(ids)} tokens; truncated to max_source_length "
                   f"{max_source_length}", file=sys.stderr)
+        words = [token for token in ids if token not in tokenizer.all_special_ids or token == unknown]
+        unknowns = sum(token == unknown for token in words) if unknown is not None else 0
+        if words and unknowns / len(words) > MOSTLY_UNKNOWN:
+            print(f"warning: example {index} is mostly unknown to the tokenizer ({unknowns} of {len(words)} tokens "
+                  "are <unk>): its label says little", file=sys.stderr)
 
 
 def token_batches(tokenizer: PreTrainedTokenizerBase, sources: list[str], max_source_length: int,

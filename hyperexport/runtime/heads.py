@@ -46,11 +46,14 @@ def label_examples(backend: GraphBackend, tokenizer: PreTrainedTokenizerBase, fa
     step = min(batch_size, backend.max_batch or batch_size)
     batches = token_batches(tokenizer, sources, facts.max_source_length, step)
     if head == "classify":
-        return label_results(label_scores(backend, batches), facts.labels)
-    assert ids is not None
-    tokens = [greedy_generate(backend, b["input_ids"], b["attention_mask"], facts.max_new_tokens, ids) for b in batches]
-    texts = [text for chunk in tokens for text in decoded_texts(tokenizer, chunk)]
-    return [{"index": index, "label": text} for index, text in enumerate(texts)]
+        results = label_results(label_scores(backend, batches), facts.labels)
+    else:
+        assert ids is not None
+        tokens = [greedy_generate(backend, b["input_ids"], b["attention_mask"], facts.max_new_tokens, ids)
+                  for b in batches]
+        texts = [text for chunk in tokens for text in decoded_texts(tokenizer, chunk)]
+        results = [{"index": index, "label": text} for index, text in enumerate(texts)]
+    return [{**result, "label_name": facts.label_name(result["label"])} for result in results]
 
 
 def decoded_texts(tokenizer: PreTrainedTokenizerBase, tokens: np.ndarray | Sequence) -> list[str]:

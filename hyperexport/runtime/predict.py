@@ -18,7 +18,7 @@ from hyperexport.contracts.export import ExportFolder
 from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
 from hyperexport.errors import UserError
 from hyperexport.runtime.exports import export_backend
-from hyperexport.runtime.examples import read_sources, warn_truncated
+from hyperexport.runtime.examples import read_sources, warn_about_inputs
 from hyperexport.runtime.heads import DEFAULT_BATCH_SIZE, label_examples
 
 _EXPORT_HINT = "run `hyperexport export --task <task>` first"
@@ -45,7 +45,7 @@ def predict(export_dir: str | Path, examples: Sequence[dict] | None = None, *, t
     from hyperexport.model.build import load_tokenizer  # transformers: after every check
 
     tokenizer = load_tokenizer(str(export.tokenizer_dir))
-    warn_truncated(tokenizer, sources, facts.max_source_length)
+    warn_about_inputs(tokenizer, sources, facts.max_source_length)
     ids = export.generation_ids if "generate" in export.heads else None
     with backend:
         return label_examples(backend, tokenizer, facts, sources, ids, batch_size=batch_size)

@@ -57,7 +57,7 @@ def open_engine_folder(export_dir: Path) -> ExportFolder:
     """An engine folder, after the hash check; refuses other formats."""
     export = ExportFolder.open(export_dir)
     if not export.is_engine:
-        raise UserError(f"{export_dir} is a {export.manifest.format} export, not TensorRT engines: "
+        raise UserError(f"{export_dir} is {export.manifest.kind}, not TensorRT engines: "
                         "run `hyperexport export --task <task> --format tensorrt`")
     return export
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.deploy import DeployFacts
-from hyperexport.contracts.export import ExportFolder, GraphIo
+from hyperexport.contracts.export import FORMAT_KINDS, ExportFolder, GraphIo
 from hyperexport.contracts.manifest import sha256_file
 from hyperexport.contracts.names import (
     CLASSIFY_GRAPH,
@@ -78,7 +78,7 @@ def deploy(*, task: str, fmt: Format = "tensorrt", triton_repo: str | Path = DEF
     export = ExportFolder.open(export_dir)
     manifest = export.manifest
     if manifest.format != fmt or manifest.task != task:
-        raise UserError(f"{export_dir} is a {manifest.format} export of {manifest.task}, not {fmt} of "
+        raise UserError(f"{export_dir} is {manifest.kind} of {manifest.task}, not {FORMAT_KINDS[fmt]} of "
                         f"{task}: pass the matching --export")
     require_passed_parity(export)
     spec = export.io_spec.graphs

@@ -28,6 +28,7 @@ MNLI_SPLITS = MappingProxyType(
     {"train": "train", "validation": "validation_mismatched", "test": "validation_matched"}
 )
 ENTAILMENT_IDS = MappingProxyType({"entailment": 0, "not_entailment": 1})
+ENTAILMENT_NAMES = ("entailment", "not_entailment")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +46,7 @@ class TaskSpec:
     split_map: Mapping[str, str]  # requested split -> source split
     split_policy: str  # "small" | "large" | "direct" (method §6)
     label_map: Mapping[str, int] | None = None  # raw string label -> class id
+    label_names: tuple[str, ...] | None = None  # what each label string means ("0" -> "entailment"); None: itself
     is_regression: bool = False
 
     def __post_init__(self):
@@ -123,6 +125,8 @@ def _check_spec(spec: TaskSpec) -> None:
         problems.append(f"split_policy '{spec.split_policy}' is not one of {', '.join(SPLIT_POLICIES)}")
     if set(spec.split_map) != set(REQUESTED_SPLITS):
         problems.append(f"split_map keys must be {', '.join(REQUESTED_SPLITS)}")
+    if spec.label_names is not None and len(spec.label_names) != len(spec.labels):
+        problems.append(f"{len(spec.label_names)} label names for {len(spec.labels)} labels")
     if problems:
         raise UserError(f"task '{spec.name}': {'; '.join(problems)}; fix the task declaration")
     template_fields(spec.template)
@@ -149,36 +153,42 @@ _PAIR = "sentence1: {sentence1} sentence2: {sentence2}"
 _PREMISE = "premise: {premise} hypothesis: {hypothesis}"
 
 _ALL_TASKS = (
-    _glue("cola", "sentence: {sentence}", "small", metrics=("mcc",), postprocess="int"),
-    _glue("sst2", "sentence: {sentence}", "large"),
-    _glue("mrpc", _PAIR, "small", metrics=("f1", "accuracy"), postprocess="int"),
+    _glue("cola", "sentence: {sentence}", "small", metrics=("mcc",), postprocess="int",
+          label_names=("unacceptable", "acceptable")),
+    _glue("sst2", "sentence: {sentence}", "large", label_names=("negative", "positive")),
+    _glue("mrpc", _PAIR, "small", metrics=("f1", "accuracy"), postprocess="int",
+          label_names=("not_equivalent", "equivalent")),
     _glue("qqp", "question1: {question1} question2: {question2}", "large",
-          metrics=("f1", "accuracy"), postprocess="int"),
+          metrics=("f1", "accuracy"), postprocess="int", label_names=("not_duplicate", "duplicate")),
     _glue("stsb", _PAIR, "small", labels=STSB_LABELS, metrics=("pearson", "spearman"),
           postprocess="float", is_regression=True),
     _glue("mnli", "premise: {premise} hypothesis {hypothesis}", "direct", labels=THREE_LABELS,
-          split_map=MNLI_SPLITS, label_map={"entailment": 0, "neutral": 1, "contradiction": 2}),
-    _glue("qnli", "question: {question} sentence: {sentence}", "large", label_map=ENTAILMENT_IDS),
-    _glue("rte", _PAIR, "small", label_map=ENTAILMENT_IDS),
-    _glue("wnli", _PAIR, "small"),
+          split_map=MNLI_SPLITS, label_map={"entailment": 0, "neutral": 1, "contradiction": 2},
+          label_names=("entailment", "neutral", "contradiction")),
+    _glue("qnli", "question: {question} sentence: {sentence}", "large", label_map=ENTAILMENT_IDS,
+          label_names=ENTAILMENT_NAMES),
+    _glue("rte", _PAIR, "small", label_map=ENTAILMENT_IDS, label_names=ENTAILMENT_NAMES),
+    _glue("wnli", _PAIR, "small", label_names=("not_entailment", "entailment")),
     _transfer("superglue-boolq", "question: {question} passage: {passage}", "aps/super_glue",
-              "boolq", split_map=DEV_AS_TEST, split_policy="small"),
+              "boolq", split_map=DEV_AS_TEST, split_policy="small", label_names=("false", "true")),
     _transfer("superglue-cb", _PREMISE, "aps/super_glue", "cb", labels=THREE_LABELS,
               split_map=DEV_AS_TEST, split_policy="small",
-              label_map={"entailment": 0, "contradiction": 1, "neutral": 2}),
+              label_map={"entailment": 0, "contradiction": 1, "neutral": 2},
+              label_names=("entailment", "contradiction", "neutral")),
     _transfer("superglue-rte", _PREMISE, "aps/super_glue", "rte", split_map=DEV_AS_TEST,
-              split_policy="direct", label_map=ENTAILMENT_IDS),
+              split_policy="direct", label_map=ENTAILMENT_IDS, label_names=ENTAILMENT_NAMES),
     _transfer("scitail", _PAIR, "allenai/scitail", "snli_format", split_map=OWN_SPLITS,
               split_policy="direct", label_field="gold_label",
-              label_map={"entailment": 0, "neutral": 1}),
+              label_map={"entailment": 0, "neutral": 1}, label_names=("entailment", "neutral")),
     _transfer("paws", _PAIR, "google-research-datasets/paws", "labeled_final",
-              split_map=OWN_SPLITS, split_policy="direct"),
+              split_map=OWN_SPLITS, split_policy="direct", label_names=("not_paraphrase", "paraphrase")),
     _transfer("imdb", "{text}", "stanfordnlp/imdb", None, split_map=TEST_AS_DEV,
-              split_policy="small"),
+              split_policy="small", label_names=("negative", "positive")),
     _transfer("yelp_polarity", "sentence: {text}", "fancyzhx/yelp_polarity", "plain_text",
-              split_map=TEST_AS_DEV, split_policy="large"),
+              split_map=TEST_AS_DEV, split_policy="large", label_names=("negative", "positive")),
     _transfer("trec", "sentence: {text}", "CogComp/trec", None, labels=tuple("012345"),
-              split_map=TEST_AS_DEV, split_policy="small", label_field="coarse_label"),
+              split_map=TEST_AS_DEV, split_policy="small", label_field="coarse_label",
+              label_names=("abbreviation", "entity", "description", "human", "location", "number")),
 )
 
 TASKS: Mapping[str, TaskSpec] = MappingProxyType({task.name: task for task in _ALL_TASKS})

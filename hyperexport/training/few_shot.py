@@ -46,6 +46,8 @@ def read_few_shot(spec: TaskSpec, data: Path, eval_data: Path | None, *, shots: 
 
 def read_labelled_file(spec: TaskSpec, file: Path, what: str) -> list[dict]:
     """Every row of a JSONL or CSV file, checked: the task's fields present and a known label."""
+    if file.is_dir():
+        raise UserError(f"{what} {file} is a folder: give one .jsonl or .csv file of labelled examples")
     if not file.is_file():
         raise UserError(f"{what} file {file} does not exist: give a .jsonl or .csv file of labelled examples")
     source = SUFFIXES.get(file.suffix.lower())
