@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportManifest, GraphIo, IoSpec, TensorSpec, write_export_manifest
 from hyperexport.contracts.manifest import file_hashes, relative_path
@@ -30,35 +33,19 @@ DEFAULT_PRECISION = "fp32"
 def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT_HEAD, opset: int = DEFAULT_OPSET,
                 output: Path | None = None, overwrite: bool = False, precision: str = DEFAULT_PRECISION) -> Path:
     """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`."""
-    from hyperexport.export.classify import export_classify_graph, label_token_ids
-    from hyperexport.export.generate import export_generate_graphs
-    from hyperexport.export.precision import cast_to_precision
-    from hyperexport.export.quantize import quantize_folder
+    from hyperexport.export.classify import label_token_ids
     from hyperexport.fold import load_folded_task
-    from hyperexport.model.build import load_tokenizer
 
-    if head not in HEADS:
-        raise UserError(f"unknown head '{head}': use generate, classify or both")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+    check_options(head, precision)
     run_folder = RunFolder.resolve(run)
     task_dir = run_folder.task_dir(task)
     destination = Path(output) if output is not None else default_export_dir(task, "onnx", precision)
-    if destination.exists() and not overwrite:
-        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
+    refuse_existing(destination, overwrite)
     model, facts = load_folded_task(task_dir)
-    cast_to_precision(model, precision)
-    tokenizer = load_tokenizer(str(run_folder.tokenizer_dir)) if run_folder.tokenizer_dir else None
-    if tokenizer is None and head != "generate":
-        raise UserError(f"the {head} head needs the run's tokenizer and {run_folder.path} has none: export --head "
-                        "generate, or import the checkpoint again with --tokenizer")
+    tokenizer = run_tokenizer(run_folder, head)
     with publish.building(destination) as tmp:
-        if head in ("generate", "both"):
-            export_generate_graphs(model, tmp, opset)
-        if head in ("classify", "both"):
-            export_classify_graph(model, label_token_ids(tokenizer, facts.labels), tmp / CLASSIFY_GRAPH, opset)
-        if precision == "int8":
-            quantize_folder(tmp)
+        labels = label_token_ids(tokenizer, facts.labels) if head != "generate" else None
+        write_graphs(model, labels, head, precision, opset, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         facts.write(tmp)
@@ -68,6 +55,47 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT
             source_run=relative_path(run_folder.path, destination), source_task_sha256=file_hashes(task_dir),
             backbone=TaskFolder.open(task_dir).manifest.backbone))
     return destination
+
+
+def write_graphs(model: nn.Module, label_ids: torch.Tensor | None, head: str, precision: str, opset: int,
+                 folder: Path) -> None:
+    """The graphs of `head` of a folded T5 (cast to `precision` in place) into `folder`; `label_ids` [K, L]
+    for the classify head."""
+    from hyperexport.export.classify import export_classify_graph
+    from hyperexport.export.generate import export_generate_graphs
+    from hyperexport.export.precision import cast_to_precision
+    from hyperexport.export.quantize import quantize_folder
+
+    cast_to_precision(model, precision)
+    if head in ("generate", "both"):
+        export_generate_graphs(model, folder, opset)
+    if head in ("classify", "both"):
+        export_classify_graph(model, label_ids, folder / CLASSIFY_GRAPH, opset)
+    if precision == "int8":
+        quantize_folder(folder)
+
+
+def check_options(head: str, precision: str) -> None:
+    if head not in HEADS:
+        raise UserError(f"unknown head '{head}': use generate, classify or both")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+
+
+def refuse_existing(destination: Path, overwrite: bool) -> None:
+    if destination.exists() and not overwrite:
+        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
+
+
+def run_tokenizer(run_folder: RunFolder, head: str):
+    """The run's tokenizer (None for an imported run without one, which only the generate head can do without)."""
+    from hyperexport.model.build import load_tokenizer
+
+    tokenizer = load_tokenizer(str(run_folder.tokenizer_dir)) if run_folder.tokenizer_dir else None
+    if tokenizer is None and head != "generate":
+        raise UserError(f"the {head} head needs the run's tokenizer and {run_folder.path} has none: export --head "
+                        "generate, or import the checkpoint again with --tokenizer")
+    return tokenizer
 
 
 def io_spec(folder: Path) -> IoSpec:

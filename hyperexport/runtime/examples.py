@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from hyperexport.contracts.task import TaskFacts
+    from hyperexport.contracts.task_table import TaskTable
 
 ONE_SOURCE = "pass the examples as TEXT or as --input FILE.jsonl (exactly one of them)"
+TASK_FIELD = "task"  # an example of a multi-task export names its task (or the task's row) in this field
 Batch = dict[str, np.ndarray]  # input_ids, attention_mask: [B, S] int64
 
 
@@ -35,6 +37,53 @@ def read_sources(facts: TaskFacts, examples: Sequence[dict] | None = None, text:
     else:
         rows = read_examples(facts.task, facts.template, text, input_file)
     return [facts.template.format(**row) for row in rows]
+
+
+def read_task_sources(table: TaskTable, task: str | None, examples: Sequence[dict] | None = None,
+                      text: str | None = None, input_file: str | Path | None = None) -> tuple[list[int], list[str]]:
+    """For a multi-task export: each example's row in `table` and its formatted source. An example's task is
+    its `task` field (a task name, or its row number), else `task` (--task, which a field may not contradict)."""
+    if sum(source is not None for source in (examples, text, input_file)) != 1:
+        raise UserError(ONE_SOURCE)
+    if examples is not None:
+        if not examples:
+            raise UserError("no examples given: pass at least one dict of the task's fields")
+        values = [(f"example {index}", value) for index, value in enumerate(examples)]
+    elif text is not None and not text.lstrip().startswith("{"):  # the plain text of a one-field task
+        row = table.index(_default_task(table, task, "TEXT"))
+        facts = table.tasks[row].facts
+        return [row], [facts.template.format(**_example_from_text(text, facts.task, template_fields(facts.template)))]
+    else:
+        values = [("TEXT", _parse_json(text, "TEXT"))] if text is not None else list(_jsonl_values(Path(input_file)))
+    rows = [_task_row(table, value, where, task) for where, value in values]
+    sources = []
+    for row, (where, value) in zip(rows, values):
+        facts = table.tasks[row].facts
+        sources.append(facts.template.format(**_example(value, where, facts.task, template_fields(facts.template))))
+    return rows, sources
+
+
+def _task_row(table: TaskTable, value: object, where: str, task: str | None) -> int:
+    named = value.get(TASK_FIELD) if isinstance(value, dict) else None
+    if named is None:
+        return table.index(_default_task(table, task, where))
+    if isinstance(named, bool) or not isinstance(named, (str, int)):
+        raise UserError(f"{where}: field {TASK_FIELD} is {_kind(named)}; give a task name ({', '.join(table.names)}) "
+                        "or its row number")
+    if isinstance(named, int) and not 0 <= named < len(table.names):
+        raise UserError(f"{where}: task id {named} is out of range: the export has {len(table.names)} tasks "
+                        f"({table.describe()})")
+    row = named if isinstance(named, int) else table.index(named)
+    if task is not None and table.names[row] != task:
+        raise UserError(f"{where} is an example of task {table.names[row]}, but --task is {task}: drop one of them")
+    return row
+
+
+def _default_task(table: TaskTable, task: str | None, where: str) -> str:
+    if task is None:
+        raise UserError(f"{where} names no task and the export holds {len(table.names)} ({', '.join(table.names)}): "
+                        f"add a \"{TASK_FIELD}\" field, or pass --task")
+    return task
 
 
 def read_examples(task: str, template: str, text: str | None = None,
