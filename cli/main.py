@@ -16,7 +16,7 @@ import typer
 from hyperexport.errors import UserError
 from hyperexport_cli.errors import user_errors
 from hyperexport_cli.output import (print_adapt, print_bench, print_json, print_metrics, print_parameters,
-                                    print_parity)
+                                    print_parity, print_predictions)
 
 app = typer.Typer(
     name="hyperexport",
@@ -91,10 +91,17 @@ def materialize(
 
 
 @app.command(epilog="Example: hyperexport export --task rte --format onnx --head both  |  "
-                     "hyperexport export --task rte --format tensorrt --precision bf16 --batch 1:8:32 --seq 1:64:256")
+                     "hyperexport export --tasks rte,sst2,mrpc  |  hyperexport export --add-task scitail --to "
+                     "exports/multitask/onnx  |  hyperexport export --task rte --format tensorrt --precision bf16")
 @user_errors
 def export(
-    task: Annotated[str, typer.Option(help="A materialized task of the run.")],
+    task: Annotated[Optional[str], typer.Option(help="A materialized task of the run.")] = None,
+    tasks: Annotated[Optional[str], typer.Option(
+        help="Several materialized tasks, comma-separated: one multi-task export whose graphs take task_ids.")] = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Every task of the run in one multi-task export.")] = False,
+    add_task: Annotated[Optional[str], typer.Option(
+        help="Add this materialized task to the multi-task export --to (its tables only, no re-trace).")] = None,
+    to: Annotated[Optional[Path], typer.Option(help="--add-task: the multi-task export folder.")] = None,
     run: Annotated[Optional[Path], typer.Option(help="Run folder; default runs/latest.")] = None,
     format: Annotated[str, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = "onnx",
     head: Annotated[str, typer.Option(help="generate, classify or both.")] = "both",
@@ -106,22 +113,34 @@ def export(
     seq: Annotated[str, typer.Option(help="tensorrt: source-length profile min:opt:max.")] = "1:64:256",
     timing_cache: Annotated[Optional[Path], typer.Option(
         help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Export folder; default exports/<task>/<format>/.")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Export folder; default exports/<task>/<format>/ (exports/multitask/onnx/ for several).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
 ) -> None:
-    """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them."""
-    if format == "tensorrt":
+    """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them;
+    or several tasks as one ONNX export whose graphs take each example's task id."""
+    from hyperexport.export.multitask import export_request
+
+    request = export_request(task, tasks, all_tasks, add_task, to, format)
+    if request == "add":
+        from hyperexport.export.add_task import add_task as add
+
+        typer.echo(f"added {add_task}: {add(to, add_task, run)}")
+    elif request == "multitask":
+        from hyperexport.export.multitask import export_multitask
+
+        names = None if all_tasks else [name.strip() for name in tasks.split(",")]
+        typer.echo(f"exported: {export_multitask(run, tasks=names, head=head, opset=opset, output=output, overwrite=overwrite, precision=precision)}")
+    elif format == "tensorrt":
         from hyperexport.export.tensorrt.build import export_tensorrt
 
         folder = export_tensorrt(run, task=task, head=head, precision=precision, batch=batch, seq=seq, output=output,
                                  overwrite=overwrite, opset=opset, timing_cache=timing_cache)
         typer.echo(f"exported: {folder}")
-        return
-    from hyperexport.export.onnx import export_onnx
+    else:
+        from hyperexport.export.onnx import export_onnx
 
-    if format != "onnx":
-        raise UserError(f"unknown format '{format}': use onnx or tensorrt")
-    typer.echo(f"exported: {export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite, precision=precision)}")
+        typer.echo(f"exported: {export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite, precision=precision)}")
 
 
 @app.command(epilog="Example: hyperexport verify exports/rte/onnx --json")
@@ -154,32 +173,24 @@ def predict(
         help="One example: a JSON object of the task's fields, or the plain text of a one-field task.",
         show_default=False)] = None,
     input_file: Annotated[Optional[Path], typer.Option("--input", help="JSONL file, one JSON object per line.")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="Multi-task export: the task of every example (else each names its own in a `task` field).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Label new examples with an export folder (ONNX Runtime on the CPU); warns on truncated inputs."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     from hyperexport.runtime.predict import predict as predict_examples
 
-    results = predict_examples(export_dir, text=text, input_file=input_file)
-    if json_output:
-        print_json(results)
-        return
-    with_probability = "probabilities" in results[0]
-    table = Table("index", "label", *(["probability"] if with_probability else []))
-    for row in results:  # Text: a generated label is never read as rich markup
-        extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
-        table.add_row(str(row["index"]), Text(row["label"]), *extra)
-    Console().print(table)
+    results = predict_examples(export_dir, text=text, input_file=input_file, task=task)
+    print_json(results) if json_output else print_predictions(results)
 
 
 @app.command(epilog="Example: hyperexport deploy --task rte --format onnx --triton-repo triton-repo  |  "
+                     "hyperexport deploy --format onnx --export exports/multitask/onnx  |  "
                      "hyperexport deploy --task rte --format tensorrt --triton-repo triton-repo --overwrite")
 @user_errors
 def deploy(
-    task: Annotated[str, typer.Option(help="The exported task.")],
+    task: Annotated[Optional[str], typer.Option(
+        help="The exported task; none: the multi-task export (one model per graph for all its tasks).")] = None,
     format: Annotated[str, typer.Option(help="tensorrt (plans) or onnx.")] = "tensorrt",
     triton_repo: Annotated[Path, typer.Option(
         help="Deployment folder: models/ is the Triton model repository, clients/<task>/ the client.")] = Path("triton-repo"),
@@ -195,9 +206,10 @@ def deploy(
     if json_output:
         print_json(to_json(description))
         return
-    typer.echo(f"deployed {task} ({format}, {description.precision}): {', '.join(description.models.values())}")
+    typer.echo(f"deployed {description.task} ({format}, {description.precision}): "
+               f"{', '.join(description.models.values())}")
     typer.echo(f"serve: tritonserver --model-repository {triton_repo / 'models'}")
-    typer.echo(f"query: python {triton_repo / 'clients' / task / 'client.py'} '<JSON example>'")
+    typer.echo(f"query: python {triton_repo / 'clients' / description.task / 'client.py'} '<JSON example>'")
 
 
 @app.command(epilog="Example: hyperexport params recipes/glue-t5-base-hyperformer++.yaml --json")

@@ -35,7 +35,21 @@ def print_parameters(report: dict) -> None:
     Console().print(table)
 
 
+def print_predictions(results: list[dict]) -> None:
+    from rich.text import Text
+
+    with_probability, with_task = "probabilities" in results[0], "task" in results[0]
+    table = Table("index", *(["task"] if with_task else []), "label", *(["probability"] if with_probability else []))
+    for row in results:  # Text: a generated label is never read as rich markup
+        extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
+        table.add_row(str(row["index"]), *([row["task"]] if with_task else []), Text(row["label"]), *extra)
+    Console().print(table)
+
+
 def print_parity(report: dict) -> None:
+    if "tasks" in report:
+        print_task_parity(report)
+        return
     table = Table(title=f"parity: {report['task']} ({report['export']}) against {report['reference']}")
     for column in ("inputs", "runner", "output", "max |delta|", "tolerance", "pass"):
         table.add_column(column, justify="right" if column in ("max |delta|", "tolerance") else "left")
@@ -46,6 +60,35 @@ def print_parity(report: dict) -> None:
     for metric in report["metrics"]:
         values = "; ".join(f"{runner} {value}" for runner, value in metric["values"].items())
         Console().print(f"{metric['head']} metric: {values} -> {'equal' if metric['passed'] else 'DIFFERENT'}")
+    _print_checks(report)
+
+
+def print_task_parity(report: dict) -> None:
+    """A multi-task export's report: a row per task (its worst output against the reference), then the mixed batch."""
+    table = Table(title=f"parity: {report['export']} ({len(report['tasks'])} tasks) against {report['reference']}")
+    for column in ("task", "row", "max |delta| scores", "max |delta| logits", "tokens differ", "metric", "pass"):
+        table.add_column(column, justify="left" if column in ("task", "pass") else "right")
+    for task in report["tasks"]:
+        worst = {name: max((c["max_abs_diff"] for c in task["comparisons"] if c["output"] == name
+                            and c["runner"] == "onnxruntime"), default=None) for name in ("scores", "logits", "tokens")}
+        metric = "equal" if all(m["passed"] for m in task["metrics"]) else "DIFFERENT"
+        table.add_row(task["task"], str(task["row"]), *(_figure(worst[name]) for name in ("scores", "logits", "tokens")),
+                      metric if task["metrics"] else "-", "yes" if task["passed"] else "NO")
+    Console().print(table)
+    mixed = report["mixed_batch"]
+    if mixed is not None:
+        for check in mixed["comparisons"]:
+            Console().print(f"mixed batch ({mixed['rows']} rows), {check['task']} {check['output']} against its "
+                            f"single-task graphs: {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:g}) "
+                            f"-> {'ok' if check['passed'] else 'DIFFERENT'}")
+    _print_checks(report)
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _print_checks(report: dict) -> None:
     compatibility = report.get("tensorrt_compatibility")
     if compatibility is not None:
         problems = [p for found in compatibility["graphs"].values() for p in found]

@@ -67,6 +67,23 @@ def export_multitask(run: str | Path | None = None, *, tasks: Sequence[str] | No
     return destination
 
 
+def export_request(task: str | None, tasks: str | None, all_tasks: bool, add_task: str | None, to: Path | None,
+                   fmt: str) -> str:
+    """What `hyperexport export` was asked for: "single", "multitask" or "add" (one of them, else a UserError)."""
+    asked = [flag for flag, given in (("--task", task), ("--tasks", tasks), ("--all", all_tasks or None),
+                                      ("--add-task", add_task)) if given is not None]
+    if len(asked) != 1:
+        given = f" (not {' and '.join(asked)})" if asked else ""
+        raise UserError(f"name one task with --task, several with --tasks a,b,c (or --all), or --add-task T --to EXPORT{given}")
+    if (add_task is None) != (to is None):
+        raise UserError("--add-task T needs --to EXPORT: the multi-task export to add the task to")
+    if fmt not in ("onnx", "tensorrt"):
+        raise UserError(f"unknown format '{fmt}': use onnx or tensorrt")
+    if asked[0] != "--task" and fmt != "onnx":
+        raise UserError("a multi-task export is ONNX: drop --format tensorrt (TensorRT engines are built per task)")
+    return {"--task": "single", "--add-task": "add"}.get(asked[0], "multitask")
+
+
 def build_task_graphs(backbone: nn.Module, tensors: Sequence[dict[str, torch.Tensor]],
                       labels: Sequence[torch.Tensor] | None, activation: str, head: str, precision: str, opset: int,
                       folder: Path) -> None:

@@ -28,10 +28,11 @@ _GET_TRITONCLIENT = "pip install 'tritonclient[grpc]' (or pip install -e '.[depl
 
 
 def triton_dims(shape: tuple[int | str, ...], where: str) -> list[int]:
-    """The dims Triton wants with max_batch_size > 0: the batch axis left out, named axes -1."""
+    """The dims Triton wants with max_batch_size > 0: the batch axis left out, named axes -1; a tensor of
+    the batch axis only (a multi-task graph's `task_ids`) is [1], reshaped to [] for the model."""
     if not shape or shape[0] != BATCH_AXIS:
         raise UserError(f"{where} has no leading batch_size axis (shape {shape}): Triton cannot batch it")
-    return [dim if isinstance(dim, int) and dim > 0 else -1 for dim in shape[1:]]
+    return [dim if isinstance(dim, int) and dim > 0 else -1 for dim in shape[1:]] or [1]
 
 
 def _dtype(spec: TensorSpec, where: str) -> str:
@@ -45,7 +46,8 @@ def _tensors(kind: str, specs: tuple[TensorSpec, ...], graph: str) -> str:
     for spec in specs:
         where = f"{graph} {kind} {spec.name}"
         dims = ", ".join(str(d) for d in triton_dims(spec.shape, where))
-        rows.append(f'  {{\n    name: "{spec.name}"\n    data_type: {_dtype(spec, where)}\n    dims: [ {dims} ]\n  }}')
+        reshape = "\n    reshape: { shape: [ ] }" if len(spec.shape) == 1 else ""  # [batch]: sent as [batch, 1]
+        rows.append(f'  {{\n    name: "{spec.name}"\n    data_type: {_dtype(spec, where)}\n    dims: [ {dims} ]{reshape}\n  }}')
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
 
@@ -96,4 +98,6 @@ def check_model_config(text: str, model_name: str, graph_spec: GraphIo, graph: s
                 problems.append(f"{kind} {tensor.name} is {dtype}, the graph's is {spec.dtype}")
             if list(tensor.dims) != triton_dims(spec.shape, f"{graph} {kind} {tensor.name}"):
                 problems.append(f"{kind} {tensor.name} has dims {list(tensor.dims)}, the graph's shape is {list(spec.shape)}")
+            if len(spec.shape) == 1 and (not tensor.HasField("reshape") or list(tensor.reshape.shape)):
+                problems.append(f"{kind} {tensor.name} is [batch] in the graph: it needs reshape {{ shape: [ ] }}")
     return problems
