@@ -224,7 +224,8 @@ def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
 
 
 @app.command(epilog="Example: hyperexport bench --task rte --backbone t5-small --batch 1,8 --json  |  "
-                     "hyperexport bench --task rte --train --backbone t5-small")
+                     "hyperexport bench --task rte --train --backbone t5-small  |  "
+                     "hyperexport bench --task rte --backbone t5-small --multitask 8 --threads 2")
 @user_errors
 def bench(
     task: Annotated[str, typer.Option(help="The task to benchmark.")],
@@ -245,6 +246,9 @@ def bench(
                                                          "plain adapters on the same batches.")] = False,
     tensorrt: Annotated[Optional[Path], typer.Option(
         help="Also this TensorRT engine folder of the task (export --format tensorrt; NVIDIA GPU).")] = None,
+    multitask: Annotated[Optional[int], typer.Option(
+        help="Instead: a multi-task export of N tasks against the task's single-task export (same-task and "
+             "mixed batches, disk, memory).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
@@ -254,7 +258,12 @@ def bench(
     from hyperexport.bench.training import bench_training
 
     batches = parse_sizes(batch, "batch")
-    if train:
+    if multitask is not None:
+        from hyperexport.bench.multitask import bench_multitask
+
+        report = bench_multitask(run, task, backbone, recipe, multitask, batches, seq, tuple(head.split(",")), rounds,
+                                 threads, progress_bar=not json_output)
+    elif train:
         report = bench_training(run, task, backbone, recipe, batches[0], seq, rounds, threads,
                                 progress_bar=not json_output)
     else:

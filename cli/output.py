@@ -100,6 +100,9 @@ def _print_checks(report: dict) -> None:
 
 
 def print_bench(report: dict) -> None:
+    if "mixed" in report:
+        print_multitask_bench(report)
+        return
     if "training" in report:
         table = Table(title=f"training steps/s: {report['source']} (batch {report['batch']}, seq {report['seq']})")
         for column in ("variant", "steps/s", "p50 ms"):
@@ -119,6 +122,33 @@ def print_bench(report: dict) -> None:
     Console().print(table)
     for name, values in report["ratios"].items():
         Console().print(f"{name} (speed-up): {_rounded(values)}")
+
+
+def print_multitask_bench(report: dict) -> None:
+    tasks = len(report["tasks"])
+    table = Table(title=f"bench: {tasks}-task export against {report['tasks'][0]}'s single-task export on "
+                        f"{report['source']} (seq {report['seq']}, {report['machine']['threads']} threads)")
+    for column in ("head", "batch", "variant", "p50 ms", "p90 ms", "throughput"):
+        table.add_column(column, justify="left" if column in ("head", "variant") else "right")
+    for row in report["same_task"]:
+        table.add_row(row["head"], str(row["batch"]), row["variant"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}",
+                      f"{row['throughput']:.1f}/s")
+    Console().print(table)
+    goals = report["goals"]
+    Console().print(f"multi-task p50 / single-task p50 (goal at batch 8: <= {goals['slowdown_at_batch_8']:.2f}): "
+                    f"{_rounded(report['slowdown'])}")
+    for head, mixed in report["mixed"].items():
+        Console().print(f"{head}: 8 examples of 8 tasks in one call: {mixed['throughput_vs_single_batch']:.2f}x the "
+                        f"throughput of one task's 8 in one single-task call (goal >= {goals['mixed_throughput']}), "
+                        f"{mixed['throughput_vs_single_calls']:.2f}x that of 8 single-task calls of 1")
+    disk, memory = report["disk_mb"], report["resident_mb"]
+    Console().print(f"disk MB: {_megabytes(disk)} (goal: ratio <= {goals['disk']:.4f})")
+    Console().print(f"resident MB (sessions opened): {_megabytes(memory)}")
+
+
+def _megabytes(values: dict) -> str:
+    return ", ".join(f"{key} {value:.3f}" if key.startswith("ratio") else f"{key} {value:.1f}"
+                     for key, value in values.items())
 
 
 def _rounded(values):
