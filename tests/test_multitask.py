@@ -266,16 +266,21 @@ def _graphs(folder: Path) -> dict[str, tuple[list[bytes], dict[str, bytes]]]:
     return found
 
 
+# int8 on the classify head only: on random token ids the tiny model's greedy tokens have near-ties that int8
+# flips by chance (the single-task int8 export of this run's mrpc fails that row too); its scores do not.
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
-def test_precisions_export_verify_and_take_added_tasks(world, tmp_path, monkeypatch, precision):
+@pytest.mark.parametrize("precision, head", [("int8", "classify"), ("fp16", "both")])
+def test_precisions_export_verify_and_take_added_tasks(world, tmp_path, monkeypatch, precision, head):
     monkeypatch.chdir(tmp_path)
-    result = invoke("export", "--run", world["run"], "--tasks", "rte,sst2", "--precision", precision)
+    result = invoke("export", "--run", world["run"], "--tasks", "rte,sst2", "--precision", precision, "--head", head)
     assert result.exit_code == 0, result.output
     export = tmp_path / "exports" / "multitask" / f"onnx-{precision}"
     assert invoke("export", "--add-task", "mrpc", "--to", export, "--run", world["run"]).exit_code == 0
     report = json.loads(invoke("verify", export, "--max-examples", 8, "--json").stdout)
     assert report["passed"] and report["precision"] == precision and len(report["tasks"]) == 3
+    tables = read_tables(export / names.CLASSIFY_GRAPH)
+    if precision == "int8":  # the per-task bytes halved: fp16 rows, cast back after their Gather
+        assert {t.dtype for name, t in tables.items() if name != LABEL_TABLE} == {torch.float16}
 
 
 def test_bf16_is_not_claimed_verified_without_a_gpu(world, tmp_path):

@@ -99,7 +99,7 @@ def _tasks(subject: Subject, count: int, random_shape: bool) -> tuple[list[str],
 def _exports(subject: Subject, tensors: list[dict], labels: list[torch.Tensor], heads: tuple[str, ...],
              scratch: Path) -> dict[tuple[str, str], Path]:
     """{(single | multitask, fp32 | int8): graph folder}: the first task alone, and all of them."""
-    from hyperexport.export.multitask import build_task_graphs
+    from hyperexport.export.multitask import build_task_graphs, quantize_task_graphs
     from hyperexport.export.onnx import write_graphs
     from hyperexport.export.quantize import quantize_folder
     from hyperexport.fold import fold_task
@@ -113,10 +113,10 @@ def _exports(subject: Subject, tensors: list[dict], labels: list[torch.Tensor], 
         folder.mkdir()
     write_graphs(fold_task(fresh(), tensors[0], activation), labels[0], head, "fp32", 18, folders[("single", "fp32")])
     build_task_graphs(fresh(), tensors, labels, activation, head, "fp32", 18, folders[("multitask", "fp32")])
-    for kind in ("single", "multitask"):
+    for kind, quantize in (("single", quantize_folder), ("multitask", quantize_task_graphs)):
         int8 = scratch / f"{kind}-int8"
         shutil.copytree(folders[(kind, "fp32")], int8)
-        quantize_folder(int8)
+        quantize(int8)  # as export --precision int8 does
         folders[(kind, "int8")] = int8
     return folders
 

@@ -92,7 +92,6 @@ def build_task_graphs(backbone: nn.Module, tensors: Sequence[dict[str, torch.Ten
     from hyperexport.export.multitask_classify import TaskLabelScorer, export_task_classify_graph
     from hyperexport.export.multitask_generate import export_task_generate_graphs
     from hyperexport.export.precision import cast_to_precision
-    from hyperexport.export.quantize import quantize_folder
     from hyperexport.export.task_tables import (module_tables, name_tables, padded_labels, sentinel_tables,
                                                 write_tables)
     from hyperexport.stack import stack_tasks
@@ -114,7 +113,18 @@ def build_task_graphs(backbone: nn.Module, tensors: Sequence[dict[str, torch.Ten
         name_tables(folder / graph, sentinels, graph_tables(graph, tables))
         write_tables(folder / graph, tables)
     if precision == "int8":
-        quantize_folder(folder)  # MatMuls with constant weights only: the gathered adapter rows stay float
+        quantize_task_graphs(folder)
+
+
+def quantize_task_graphs(folder: Path) -> None:
+    """int8: ONNX Runtime's dynamic quantization of the MatMuls with constant weights (the backbone's; the
+    gathered adapter rows are no constants and stay float), the task tables stored as fp16."""
+    from hyperexport.export.quantize import quantize_folder
+    from hyperexport.export.task_tables import store_tables_half
+
+    quantize_folder(folder)
+    for graph in sorted(folder.glob("*.onnx")):
+        store_tables_half(graph)
 
 
 def graph_tables(graph: str, tables: dict[str, torch.Tensor]) -> set[str]:

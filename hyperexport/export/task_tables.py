@@ -140,6 +140,36 @@ def write_tables(path: Path, tables: dict[str, torch.Tensor]) -> None:
     onnx.save(model, str(path))
 
 
+def store_tables_half(path: Path) -> None:
+    """Store a graph's fp32 tables as fp16, each cast back to fp32 right after its Gather: what an int8
+    export does, halving the per-task bytes (its single-task form quantizes the adapters to int8)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    tables = {init.name for init in graph.initializer
+              if init.name.startswith(TABLE_PREFIX) and init.data_type == onnx.TensorProto.FLOAT}
+    nodes = []
+    for node in graph.node:
+        uses = [name for name in node.input if name in tables]
+        if uses and (node.op_type != "Gather" or node.input[0] not in tables):
+            raise RuntimeError(f"{path.name}: task table {uses[0]} feeds a {node.op_type}, not a Gather")
+        nodes.append(node)
+        if uses:  # Gather(table_fp16, task_ids) -> Cast(float) under the original output name
+            gathered = node.output[0]
+            node.output[0] = f"{gathered}_fp16"
+            nodes.append(onnx.helper.make_node("Cast", [node.output[0]], [gathered], name=f"{node.name}_to_fp32",
+                                               to=onnx.TensorProto.FLOAT))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for index, init in enumerate(graph.initializer):
+        if init.name in tables:
+            half = _tensor(init).to(torch.float16).contiguous()
+            graph.initializer[index].CopyFrom(onnx.helper.make_tensor(
+                init.name, onnx.TensorProto.FLOAT16, list(half.shape), tensor_bytes(half), raw=True))
+    onnx.save(model, str(path))
+
+
 def _raw_bytes(initializer) -> bytes:
     from onnx import numpy_helper
 
