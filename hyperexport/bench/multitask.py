@@ -31,6 +31,7 @@ from hyperexport.contracts.export import GenerationIds
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.contracts.task_table import TASK_IDS_INPUT
 from hyperexport.errors import UserError
+from hyperexport.export.tracing import DEFAULT_OPSET
 from hyperexport.runtime.backends import OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate
 
@@ -111,8 +112,9 @@ def _exports(subject: Subject, tensors: list[dict], labels: list[torch.Tensor], 
     folders = {("single", "fp32"): scratch / "single-fp32", ("multitask", "fp32"): scratch / "multitask-fp32"}
     for folder in folders.values():
         folder.mkdir()
-    write_graphs(fold_task(fresh(), tensors[0], activation), labels[0], head, "fp32", 18, folders[("single", "fp32")])
-    build_task_graphs(fresh(), tensors, labels, activation, head, "fp32", 18, folders[("multitask", "fp32")])
+    write_graphs(fold_task(fresh(), tensors[0], activation), labels[0], head, "fp32", DEFAULT_OPSET,
+                 folders[("single", "fp32")])
+    build_task_graphs(fresh(), tensors, labels, activation, head, "fp32", DEFAULT_OPSET, folders[("multitask", "fp32")])
     for kind, quantize in (("single", quantize_folder), ("multitask", quantize_task_graphs)):
         int8 = scratch / f"{kind}-int8"
         shutil.copytree(folders[(kind, "fp32")], int8)

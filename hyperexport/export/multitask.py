@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from hyperexport.export.onnx import (DEFAULT_HEAD, DEFAULT_PRECISION, check_opti
                                      run_tokenizer)
 from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX
 from hyperexport.export.tracing import DEFAULT_OPSET
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # which tables each graph holds: the encoder's adapters, the decoder's, or all of them and the labels
 GRAPH_STACKS = {ENCODER_GRAPH: ("encoder",), DECODER_GRAPH: ("decoder",), DECODER_WITH_PAST_GRAPH: ("decoder",),
@@ -68,7 +72,7 @@ def export_multitask(run: str | Path | None = None, *, tasks: Sequence[str] | No
 
 
 def export_request(task: str | None, tasks: str | None, all_tasks: bool, add_task: str | None, to: Path | None,
-                   fmt: str) -> str:
+                   fmt: str) -> Literal["single", "multitask", "add"]:
     """What `hyperexport export` was asked for: "single", "multitask" or "add" (one of them, else a UserError)."""
     asked = [flag for flag, given in (("--task", task), ("--tasks", tasks), ("--all", all_tasks or None),
                                       ("--add-task", add_task)) if given is not None]
@@ -172,7 +176,8 @@ def backbone_digest(folder: TaskFolder) -> str | None:
     return digest.hexdigest()
 
 
-def task_labels(tokenizer, folder: TaskFolder) -> torch.Tensor:
+def task_labels(tokenizer: PreTrainedTokenizerBase, folder: TaskFolder) -> torch.Tensor:
+    """The task's label token ids [K, L] (`classify.label_token_ids`)."""
     from hyperexport.export.classify import label_token_ids
 
     return label_token_ids(tokenizer, folder.facts.labels)

@@ -102,12 +102,14 @@ def label_task_examples(backend: GraphBackend, tokenizer: PreTrainedTokenizerBas
         batch_rows = np.asarray(rows[start:start + step], dtype=np.int64)  # [B]
         facts = [table.tasks[row].facts for row in batch_rows]
         batch = task_token_batch(tokenizer, sources[start:start + step], [f.max_source_length for f in facts])
-        label = _classify if head == "classify" else _generate
-        results += label(backend, tokenizer, table, batch, batch_rows, ids)
+        if head == "classify":
+            results += _classify(backend, table, batch, batch_rows)
+        else:
+            results += _generate(backend, tokenizer, table, batch, batch_rows, ids)
     return [{"index": index, **result} for index, result in enumerate(results)]
 
 
-def _classify(backend: GraphBackend, tokenizer, table: TaskTable, batch: Batch, rows: np.ndarray, ids) -> list[dict]:
+def _classify(backend: GraphBackend, table: TaskTable, batch: Batch, rows: np.ndarray) -> list[dict]:
     scores = backend.infer(CLASSIFY_GRAPH, {**batch, TASK_IDS_INPUT: rows})["scores"]  # [B, K]
     results = []
     for row, row_scores in zip(rows, scores):
@@ -117,8 +119,8 @@ def _classify(backend: GraphBackend, tokenizer, table: TaskTable, batch: Batch, 
     return results
 
 
-def _generate(backend: GraphBackend, tokenizer, table: TaskTable, batch: Batch, rows: np.ndarray,
-              ids: GenerationIds) -> list[dict]:
+def _generate(backend: GraphBackend, tokenizer: PreTrainedTokenizerBase, table: TaskTable, batch: Batch,
+              rows: np.ndarray, ids: GenerationIds) -> list[dict]:
     lengths = [table.tasks[row].facts.max_new_tokens for row in rows]
     tokens = greedy_generate(backend, batch["input_ids"], batch["attention_mask"], max(lengths), ids,
                              extra={TASK_IDS_INPUT: rows})  # [B, 1 + n]
