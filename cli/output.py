@@ -35,7 +35,24 @@ def print_parameters(report: dict) -> None:
     Console().print(table)
 
 
+def print_predictions(results: list[dict]) -> None:
+    """index, (task,) label with its name, and the label's probability from the classify head, per example."""
+    from rich.text import Text
+
+    with_probability, with_task = "probabilities" in results[0], "task" in results[0]
+    table = Table("index", *(["task"] if with_task else []), "label", *(["probability"] if with_probability else []))
+    for row in results:  # Text: a generated label is never read as rich markup
+        extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
+        name = row.get("label_name", row["label"])
+        shown = name if name == row["label"] else f"{name} ({row['label']})"
+        table.add_row(str(row["index"]), *([row["task"]] if with_task else []), Text(shown), *extra)
+    Console().print(table)
+
+
 def print_parity(report: dict) -> None:
+    if "tasks" in report:
+        print_task_parity(report)
+        return
     table = Table(title=f"parity: {report['task']} ({report['export']}) against {report['reference']}")
     for column in ("inputs", "runner", "output", "max |delta|", "tolerance", "pass"):
         table.add_column(column, justify="right" if column in ("max |delta|", "tolerance") else "left")
@@ -46,6 +63,35 @@ def print_parity(report: dict) -> None:
     for metric in report["metrics"]:
         values = "; ".join(f"{runner} {value}" for runner, value in metric["values"].items())
         Console().print(f"{metric['head']} metric: {values} -> {'equal' if metric['passed'] else 'DIFFERENT'}")
+    _print_checks(report)
+
+
+def print_task_parity(report: dict) -> None:
+    """A multi-task export's report: a row per task (its worst output against the reference), then the mixed batch."""
+    table = Table(title=f"parity: {report['export']} ({len(report['tasks'])} tasks) against {report['reference']}")
+    for column in ("task", "row", "max |delta| scores", "max |delta| logits", "tokens differ", "metric", "pass"):
+        table.add_column(column, justify="left" if column in ("task", "pass") else "right")
+    for task in report["tasks"]:
+        worst = {name: max((c["max_abs_diff"] for c in task["comparisons"] if c["output"] == name
+                            and c["runner"] == "onnxruntime"), default=None) for name in ("scores", "logits", "tokens")}
+        metric = "equal" if all(m["passed"] for m in task["metrics"]) else "DIFFERENT"
+        table.add_row(task["task"], str(task["row"]), *(_figure(worst[name]) for name in ("scores", "logits", "tokens")),
+                      metric if task["metrics"] else "-", "yes" if task["passed"] else "NO")
+    Console().print(table)
+    mixed = report["mixed_batch"]
+    if mixed is not None:
+        for check in mixed["comparisons"]:
+            Console().print(f"mixed batch ({mixed['rows']} rows), {check['task']} {check['output']} against its "
+                            f"single-task graphs: {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:g}) "
+                            f"-> {'ok' if check['passed'] else 'DIFFERENT'}")
+    _print_checks(report)
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _print_checks(report: dict) -> None:
     compatibility = report.get("tensorrt_compatibility")
     if compatibility is not None:
         problems = [p for found in compatibility["graphs"].values() for p in found]
@@ -68,6 +114,9 @@ def parity_verdict(report: dict) -> str:
 
 
 def print_bench(report: dict) -> None:
+    if "mixed" in report:
+        print_multitask_bench(report)
+        return
     if "training" in report:
         table = Table(title=f"training steps/s: {report['source']} (batch {report['batch']}, seq {report['seq']})")
         for column in ("variant", "steps/s", "p50 ms"):
@@ -87,6 +136,33 @@ def print_bench(report: dict) -> None:
     Console().print(table)
     for name, values in report["ratios"].items():
         Console().print(f"{name} (speed-up): {_rounded(values)}")
+
+
+def print_multitask_bench(report: dict) -> None:
+    tasks = len(report["tasks"])
+    table = Table(title=f"bench: {tasks}-task export against {report['tasks'][0]}'s single-task export on "
+                        f"{report['source']} (seq {report['seq']}, {report['machine']['threads']} threads)")
+    for column in ("head", "batch", "variant", "p50 ms", "p90 ms", "throughput"):
+        table.add_column(column, justify="left" if column in ("head", "variant") else "right")
+    for row in report["same_task"]:
+        table.add_row(row["head"], str(row["batch"]), row["variant"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}",
+                      f"{row['throughput']:.1f}/s")
+    Console().print(table)
+    goals = report["goals"]
+    Console().print(f"multi-task p50 / single-task p50 (goal at batch 8: <= {goals['slowdown_at_batch_8']:.2f}): "
+                    f"{_rounded(report['slowdown'])}")
+    for head, mixed in report["mixed"].items():
+        Console().print(f"{head}: 8 examples of 8 tasks in one call: {mixed['throughput_vs_single_batch']:.2f}x the "
+                        f"throughput of one task's 8 in one single-task call (goal >= {goals['mixed_throughput']}), "
+                        f"{mixed['throughput_vs_single_calls']:.2f}x that of 8 single-task calls of 1")
+    disk, memory = report["disk_mb"], report["resident_mb"]
+    Console().print(f"disk MB: {_megabytes(disk)} (goal: ratio <= {goals['disk']:.4f})")
+    Console().print(f"resident MB (sessions opened): {_megabytes(memory)}")
+
+
+def _megabytes(values: dict) -> str:
+    return ", ".join(f"{key} {value:.3f}" if key.startswith("ratio") else f"{key} {value:.1f}"
+                     for key, value in values.items())
 
 
 def _rounded(values):
@@ -109,17 +185,3 @@ def print_adapt(report: dict) -> None:
     Console().print(f"test examples: {report['test_examples']}; parameters added: {counts['added']:,} "
                     f"(trained {counts['trained']:,}); a per-task adapter would add {counts['per_task_adapter']:,}")
     Console().print(f"updated run: {report['run']}")
-
-
-def print_predictions(results: list[dict]) -> None:
-    """index, label (and the label's probability for the classify head) per example."""
-    from rich.text import Text
-
-    with_probability = "probabilities" in results[0]
-    table = Table("index", "label", *(["probability"] if with_probability else []))
-    for row in results:  # Text: a generated label is never read as rich markup
-        extra = [f"{row['probabilities'][row['label']]:.3f}"] if with_probability else []
-        name = row.get("label_name", row["label"])
-        shown = name if name == row["label"] else f"{name} ({row['label']})"
-        table.add_row(str(row["index"]), Text(shown), *extra)
-    Console().print(table)

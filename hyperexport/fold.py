@@ -79,23 +79,25 @@ def read_task(task_dir: Path) -> tuple[TaskFolder, dict[str, torch.Tensor]]:
 
 def fold_task(backbone: nn.Module, tensors: dict[str, torch.Tensor], activation: str) -> nn.Module:
     """Wrap `backbone`'s sublayers with the task's static adapters and load its trained layer norms."""
-    _load_layer_norms(backbone, tensors)
+    load_layer_norms(backbone, tensors)
     for stack in STACKS:
         for layer, block in enumerate(getattr(backbone, stack).block):
             attention, feed_forward = block.layer[0], block.layer[-1]
             attention.SelfAttention = AdaptedAttention(
-                attention.SelfAttention, StaticAdapter(_position(tensors, stack, layer, SELF_ATTENTION), activation))
+                attention.SelfAttention, StaticAdapter(position_tensors(tensors, stack, layer, SELF_ATTENTION), activation))
             feed_forward.DenseReluDense = AdaptedFeedForward(
-                feed_forward.DenseReluDense, StaticAdapter(_position(tensors, stack, layer, FEED_FORWARD), activation))
+                feed_forward.DenseReluDense, StaticAdapter(position_tensors(tensors, stack, layer, FEED_FORWARD), activation))
     return backbone.eval()
 
 
-def _position(tensors: dict[str, torch.Tensor], stack: str, layer: int, position: int) -> dict[str, torch.Tensor]:
+def position_tensors(tensors: dict[str, torch.Tensor], stack: str, layer: int, position: int) -> dict[str, torch.Tensor]:
+    """One adapter's tensors (down_weight, ..., ln_bias) of a task file's `adapters.<stack>.*` [L, 2, ...]."""
     prefix = f"{ADAPTER_PREFIX}{stack}."
     return {key[len(prefix):]: t[layer, position] for key, t in tensors.items() if key.startswith(prefix)}
 
 
-def _load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+def load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy a task file's `backbone.*` tensors (the run's trained T5 layer norms) into `backbone`."""
     norms = {key[len(BACKBONE_PREFIX):]: t for key, t in tensors.items() if key.startswith(BACKBONE_PREFIX)}
     parameters = dict(backbone.named_parameters())
     unknown = sorted(set(norms) - set(parameters))
@@ -111,9 +113,13 @@ def _load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> 
 
 def load_folded_task(task_dir: Path) -> tuple[nn.Module, TaskFacts]:
     """The plain backbone the task was materialized from, folded with the task: (model, task facts)."""
+    task, tensors = read_task(task_dir)
+    return fold_task(load_task_backbone(task), tensors, task.facts.adapter.activation), task.facts
+
+
+def load_task_backbone(task: TaskFolder) -> nn.Module:
+    """The plain backbone (no adapters) a materialized task was made from."""
     from hyperexport.model.build import load_backbone
 
-    task, tensors = read_task(task_dir)
     backbone_config = RunFolder(task.run_dir).located_backbone(task.manifest.backbone)
-    backbone = load_backbone(backbone_config, seed=0, weights_dir=task.backbone_weights)
-    return fold_task(backbone, tensors, task.facts.adapter.activation), task.facts
+    return load_backbone(backbone_config, seed=0, weights_dir=task.backbone_weights)

@@ -123,7 +123,7 @@ def test_generate_export_predicts_the_hypernetwork_models_greedy_strings(exports
                                     do_sample=False, num_beams=1)
     expected = [text.strip() for text in loaded.tokenizer.batch_decode(out, skip_special_tokens=True)]
     results = predict(folders["rte-generate"], raw, batch_size=5)  # batches of 5, 5, 5, 1
-    assert results == [{"index": i, "label": text} for i, text in enumerate(expected)]
+    assert results == [{"index": i, "label": text, "label_name": text} for i, text in enumerate(expected)]
     assert len(set(expected)) > 1 and any(expected)  # differing, non-empty strings: the check is not vacuous
     sealing.unseal(folders["rte-generate"], "export")  # the folder was only read
 

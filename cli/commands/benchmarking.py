@@ -14,7 +14,8 @@ from hyperexport_cli.output import print_bench, print_json
 
 
 @app.command(epilog="Example: hyperexport bench --task rte --backbone t5-small --batch 1,8 --json  |  "
-                     "hyperexport bench --task rte --train --backbone t5-small")
+                     "hyperexport bench --task rte --train --backbone t5-small  |  "
+                     "hyperexport bench --task rte --backbone t5-small --multitask 8 --threads 2")
 @user_errors
 def bench(
     task: Annotated[str, typer.Option(help="The task to benchmark.")],
@@ -32,6 +33,9 @@ def bench(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
     train: Annotated[bool, typer.Option("--train", help="Instead: training steps/s of HyperFormer++ against "
                                                          "plain adapters on the same batches.")] = False,
+    multitask: Annotated[int | None, typer.Option(
+        help="Instead: a multi-task export of N tasks against the task's single-task export (same-task and "
+             "mixed batches, disk, memory).")] = None,
     tensorrt: Annotated[Path | None, typer.Option(
         help="Also this TensorRT engine folder of the task (export --format tensorrt; NVIDIA GPU).")] = None,
     json_output: JsonOpt = False,
@@ -43,7 +47,12 @@ def bench(
     from hyperexport.bench.training import bench_training
 
     batches = parse_sizes(batch, "batch")
-    if train:
+    if multitask is not None:
+        from hyperexport.bench.multitask import bench_multitask
+
+        report = bench_multitask(run, task, backbone, recipe, multitask, batches, seq, tuple(head.split(",")), rounds,
+                                 threads, progress_bar=not json_output)
+    elif train:
         report = bench_training(run, task=task, backbone=backbone, recipe=recipe, batch=batches[0], seq=seq,
                                 rounds=rounds, threads=threads, progress_bar=not json_output)
     else:

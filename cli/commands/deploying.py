@@ -15,10 +15,12 @@ from hyperexport_cli.output import print_json
 
 
 @app.command(epilog="Example: hyperexport deploy --task rte --format onnx --triton-repo triton-repo  |  "
+                     "hyperexport deploy --format onnx --export exports/multitask/onnx  |  "
                      "hyperexport deploy --task rte --format tensorrt --triton-repo triton-repo --overwrite")
 @user_errors
 def deploy(
-    task: Annotated[str, typer.Option(help="The exported task.")],
+    task: Annotated[str | None, typer.Option(
+        help="The exported task; none: the multi-task export (one model per graph for all its tasks).")] = None,
     format: Annotated[Format, typer.Option(help="tensorrt (plans) or onnx.")] = "tensorrt",
     triton_repo: Annotated[Path, typer.Option(
         help="Deployment folder: models/ is the Triton model repository, clients/<task>/ the client.")] = Path(DEFAULT_TRITON_REPO),
@@ -34,6 +36,7 @@ def deploy(
     if json_output:
         print_json(to_json(description))
         return
-    typer.echo(f"deployed {task} ({format}, {description.precision}): {', '.join(description.models.values())}")
+    typer.echo(f"deployed {description.task} ({format}, {description.precision}): "
+               f"{', '.join(description.models.values())}")
     typer.echo(f"serve: tritonserver --model-repository {triton_repo / MODELS_DIR}")
-    typer.echo(f"query: python {triton_repo / CLIENTS_DIR / task / CLIENT_FILE} '<JSON example>'")
+    typer.echo(f"query: python {triton_repo / CLIENTS_DIR / description.task / CLIENT_FILE} '<JSON example>'")

@@ -34,10 +34,17 @@ def materialize(
 
 
 @app.command(epilog="Example: hyperexport export --task rte --format onnx --head both  |  "
-                     "hyperexport export --task rte --format tensorrt --precision bf16 --batch 1:8:32 --seq 1:64:256")
+                     "hyperexport export --tasks rte,sst2,mrpc  |  hyperexport export --add-task scitail --to "
+                     "exports/multitask/onnx  |  hyperexport export --task rte --format tensorrt --precision bf16")
 @user_errors
 def export(
-    task: Annotated[str, typer.Option(help="A materialized task of the run.")],
+    task: Annotated[str | None, typer.Option(help="A materialized task of the run.")] = None,
+    tasks: Annotated[str | None, typer.Option(
+        help="Several materialized tasks, comma-separated: one multi-task export whose graphs take task_ids.")] = None,
+    all_tasks: Annotated[bool, typer.Option("--all", help="Every task of the run in one multi-task export.")] = False,
+    add_task: Annotated[str | None, typer.Option(
+        help="Add this materialized task to the multi-task export --to (its tables only, no re-trace).")] = None,
+    to: Annotated[Path | None, typer.Option(help="--add-task: the multi-task export folder.")] = None,
     run: RunOpt = None,
     format: Annotated[Format, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = DEFAULT_FORMAT,
     head: Annotated[ExportHead, typer.Option(help="Which graphs: the generate loop's, the classify scorer, or both.")] = DEFAULT_HEAD,
@@ -49,12 +56,31 @@ def export(
     seq: Annotated[str, typer.Option(help="tensorrt: source-length profile min:opt:max.")] = DEFAULT_ENGINE_SEQ,
     timing_cache: Annotated[Path | None, typer.Option(
         help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Export folder; default exports/<task>/<format>[-<precision>]/.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Export folder; default exports/<task>/<format>[-<precision>]/ (exports/multitask/... for several).")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them."""
-    if format == "tensorrt":
+    """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them;
+    or several tasks as one ONNX export whose graphs take each example's task id."""
+    from hyperexport.export.multitask import export_request
+
+    request = export_request(task, tasks, all_tasks, add_task, to, format)
+    if request == "add":
+        from hyperexport.export.add_task import add_task as add
+
+        assert add_task is not None and to is not None  # export_request checked both
+        typer.echo(f"added {add_task}: {add(to, add_task, run)}")
+        return
+    if request == "multitask":
+        from hyperexport.export.multitask import export_multitask
+
+        names = None if all_tasks or tasks is None else [name.strip() for name in tasks.split(",")]
+        folder = export_multitask(run, tasks=names, head=head, opset=opset, output=output, overwrite=overwrite,
+                                  precision=precision)
+    elif format == "tensorrt":
         from hyperexport.export.tensorrt.build import export_tensorrt
+
+        assert task is not None  # export_request refused a request without one
 
         folder = export_tensorrt(run, task=task, head=head, precision=precision, batch=batch, seq=seq, output=output,
                                  overwrite=overwrite, opset=opset, timing_cache=timing_cache)
@@ -96,11 +122,13 @@ def predict(
         help="One example: a JSON object of the task's fields, or the plain text of a one-field task.",
         show_default=False)] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="JSONL file, one JSON object per line.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="Multi-task export: the task of every example (else each names its own in a `task` field).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Label new examples with an export folder (ONNX Runtime on the CPU, TensorRT plans on a GPU); warns on
     truncated inputs."""
     from hyperexport.runtime.predict import predict as predict_examples
 
-    results = predict_examples(export_dir, text=text, input_file=input_file)
+    results = predict_examples(export_dir, text=text, input_file=input_file, task=task)
     print_json(results) if json_output else print_predictions(results)

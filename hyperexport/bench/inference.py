@@ -114,7 +114,7 @@ def _build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, thre
                        **{v: _onnxruntime_fn(graphs[(head, v)], head, subject.new_tokens, threads) for v in onnx_variants}}
                 for head in heads}
     sizes = {"torch_hypernet": _parameter_mb(subject.model), "torch_folded": _parameter_mb(folded),
-             **{v: {head: _folder_mb(graphs[(head, v)]) for head in heads} for v in onnx_variants}}
+             **{v: {head: folder_mb(graphs[(head, v)]) for head in heads} for v in onnx_variants}}
     return variants, sizes
 
 
@@ -194,7 +194,7 @@ def _measure(subject: Subject, variants: dict, batches: tuple[int, ...], seq: in
     work = [(batch, head) for batch in batches for head in variants]
     for batch, head in tqdm(work, desc="bench", disable=not progress_bar):
         input_ids, attention_mask = random_inputs(subject, batch, seq)
-        timings = _time_rounds(variants[head], input_ids, attention_mask, rounds)
+        timings = time_rounds(variants[head], input_ids, attention_mask, rounds)
         for variant, seconds in timings.items():
             p50, p90 = (float(np.percentile(seconds, q)) for q in (50, 90))
             items = batch * (subject.new_tokens if head == "generate" else 1)
@@ -203,7 +203,7 @@ def _measure(subject: Subject, variants: dict, batches: tuple[int, ...], seq: in
     return rows
 
 
-def _time_rounds(fns: dict[str, Callable], input_ids, attention_mask, rounds: int) -> dict[str, list[float]]:
+def time_rounds(fns: dict[str, Callable], input_ids, attention_mask, rounds: int) -> dict[str, list[float]]:
     """One warm-up call each, then `rounds` rounds timing every variant once, in rotated order."""
     names = list(fns)
     for name in names:
@@ -250,7 +250,7 @@ def _parameter_mb(model: torch.nn.Module) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def _folder_mb(folder: Path) -> float:
+def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.glob("*.onnx*")) / 2**20
 
 

@@ -5,6 +5,8 @@
                                   optimum's generate graphs (ORTModelForSeq2SeqLM loads the folder)
     *.plan, onnx/                 an engine folder: TensorRT plans and the ONNX export they came from
     tokenizer/, task.json         what a client needs to format, tokenize and decode (`TaskFacts`)
+    tasks.json                    a multi-task export's task table instead of task.json (`TaskTable`); its
+                                  graphs take one more input, task_ids [batch] (`export.multitask`)
     io_spec.json                  every graph's inputs and outputs (`IoSpec`)
     manifest.json                 `ExportManifest` and every file's sha256
     parity_report.json            written later by `verify` (`ParityVerdict` reads its verdict)
@@ -32,6 +34,7 @@ from hyperexport.contracts.names import (
 )
 from hyperexport.contracts.publish import write_json
 from hyperexport.contracts.task import TaskFacts
+from hyperexport.contracts.task_table import TaskTable, has_task_table
 from hyperexport.errors import UserError
 from hyperexport.options import FORMATS as OPTION_FORMATS
 from hyperexport.recipe.schema import BackboneConfig
@@ -166,7 +169,40 @@ class ExportFolder:
 
     @property
     def facts(self) -> TaskFacts:
+        """The task.json of a single-task export (`task_facts` for either kind)."""
+        if self.is_multitask:
+            raise UserError(self.needs_task_message())
         return TaskFacts.read(self.path)
+
+    @property
+    def is_multitask(self) -> bool:
+        return has_task_table(self.path)
+
+    @property
+    def task_table(self) -> TaskTable:
+        """tasks.json of a multi-task export (`export --tasks`)."""
+        if not self.is_multitask:
+            raise UserError(f"{self.path} is a single-task export of {self.manifest.task}, not a multi-task one: "
+                            "run `hyperexport export --tasks <a,b,...>`")
+        return TaskTable.read(self.path)
+
+    def task_facts(self, task: str | None) -> TaskFacts:
+        """The facts of `task`: a multi-task export's task (which must be named), a single-task export's own."""
+        if not self.is_multitask:
+            facts = TaskFacts.read(self.path)
+            if task is not None and task != facts.task:
+                raise UserError(f"{self.path} is an export of task {facts.task}, not {task}")
+            return facts
+        if task is None:
+            raise UserError(self.needs_task_message())
+        table = self.task_table
+        if task not in table.names:
+            raise UserError(f"task '{task}' is not in {self.path}: its tasks are {', '.join(table.names)}")
+        return table.facts(task)
+
+    def needs_task_message(self) -> str:
+        names = TaskTable.read(self.path).names
+        return f"{self.path} holds {len(names)} tasks ({', '.join(names)}): name one with --task"
 
     @property
     def io_spec(self) -> IoSpec:

@@ -8,6 +8,7 @@ cross-attention keys and values are projected once per example and repeated for 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,8 @@ class LabelScorer(nn.Module):
                                      use_cache=False).last_hidden_state  # [B, S, d]
         mask = attention_mask.repeat_interleave(num_labels, dim=0)  # [B*K, S]
         decoder_ids = self.decoder_input_ids.repeat(batch, 1)  # [B*K, T]
-        with _cross_attention_once_per_example(self.model, num_labels):  # encoded stays [B, S, d]
+        expand = lambda projected: projected.repeat_interleave(num_labels, dim=0)  # noqa: E731  [B, ...] -> [B*K, ...]
+        with cross_attention_once_per_example(self.model, expand):  # encoded stays [B, S, d]
             logits = self.model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=decoder_ids,
                                 use_cache=False).logits  # [B*K, T, V]
         log_probs = torch.log_softmax(logits.float(), dim=-1)
@@ -44,25 +46,26 @@ class LabelScorer(nn.Module):
         return (token_scores * self.label_mask.repeat(batch, 1)).sum(-1).view(batch, num_labels)
 
 
-class _RepeatedProjection(nn.Module):
-    """A cross-attention key or value projection of each example's encoder states, repeated for the
-    example's K label rows: [B, S, d] -> [B*K, S, inner] (not K projections of repeated states)."""
+class _ExpandedProjection(nn.Module):
+    """A cross-attention key or value projection of each example's encoder states, expanded to the example's
+    label rows: [B, S, d] -> [R, S, inner] (not R projections of expanded states)."""
 
-    def __init__(self, projection: nn.Module, repeats: int):
+    def __init__(self, projection: nn.Module, expand: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
-        self.projection, self.repeats = projection, repeats
+        self.projection, self.expand = projection, expand
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.projection(states).repeat_interleave(self.repeats, dim=0)
+        return self.expand(self.projection(states))
 
 
 @contextlib.contextmanager
-def _cross_attention_once_per_example(model: nn.Module, repeats: int):
-    """Every decoder layer's cross-attention `k`/`v` as `_RepeatedProjection`s while the block runs."""
+def cross_attention_once_per_example(model: nn.Module, expand: Callable[[torch.Tensor], torch.Tensor]):
+    """Every decoder layer's cross-attention `k`/`v` projected once per example and expanded to its label
+    rows by `expand` ([B, ...] -> [R, ...]) while the block runs."""
     attentions = [block.layer[1].EncDecAttention for block in model.decoder.block]
     originals = [(attention.k, attention.v) for attention in attentions]
     for attention, (k, v) in zip(attentions, originals):
-        attention.k, attention.v = _RepeatedProjection(k, repeats), _RepeatedProjection(v, repeats)
+        attention.k, attention.v = _ExpandedProjection(k, expand), _ExpandedProjection(v, expand)
     try:
         yield
     finally:

@@ -23,7 +23,7 @@ def export_generate_graphs(model: nn.Module, folder: Path, opset: int = DEFAULT_
         onnx_export_from_model(model, folder, task="text2text-generation-with-past", opset=opset,
                                no_post_process=True, do_validation=False)
     if bf16:
-        _set_static_cache_dims(folder, model.config.num_heads, model.config.d_kv)
+        set_static_cache_dims(folder, model.config.num_heads, model.config.d_kv)
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def _without_dynamic_axes_fix(active: bool) -> Iterator[None]:
         OnnxConfig.fix_dynamic_axes = original
 
 
-def _set_static_cache_dims(folder: Path, num_heads: int, d_kv: int) -> None:
+def set_static_cache_dims(folder: Path, num_heads: int, d_kv: int) -> None:
     """What `fix_dynamic_axes` does for T5: `present.*` [batch, heads, seq, d_kv] get static heads and d_kv."""
     import onnx
 

@@ -5,39 +5,29 @@
 - classify head (`export.classify`): `classify_model.onnx`, `input_ids`, `attention_mask` -> `scores`
   [batch, num_labels], the teacher-forced log-probability of each label string in one pass.
 The folder (`contracts.export.ExportFolder`) also holds the tokenizer, `task.json`, `io_spec.json` and a
-manifest with every file's sha256.
+manifest with every file's sha256. Every argument and input folder is checked before torch and the
+exporters are imported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hyperexport.contracts import publish
-from hyperexport.contracts.export import (
-    ExportManifest,
-    GraphIo,
-    IoSpec,
-    TensorSpec,
-    write_export_manifest,
-)
+from hyperexport.contracts.export import ExportManifest, GraphIo, IoSpec, TensorSpec, write_export_manifest
 from hyperexport.contracts.manifest import file_hashes, relative_path
-from hyperexport.contracts.names import (
-    CLASSIFY_GRAPH,
-    TOKENIZER_DIR,
-    default_export_dir,
-)
+from hyperexport.contracts.names import CLASSIFY_GRAPH, TOKENIZER_DIR, default_export_dir
 from hyperexport.contracts.run import RunFolder
 from hyperexport.contracts.task import TaskFolder
 from hyperexport.errors import UserError
-from hyperexport.options import (
-    DEFAULT_HEAD,
-    DEFAULT_OPSET,
-    DEFAULT_PRECISION,
-    EXPORT_HEADS,
-    PRECISIONS,
-    ExportHead,
-    Precision,
-)
+from hyperexport.options import (DEFAULT_HEAD, DEFAULT_OPSET, DEFAULT_PRECISION, EXPORT_HEADS, PRECISIONS, ExportHead,
+                                 Precision)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
 HEADS = EXPORT_HEADS
 
@@ -45,39 +35,23 @@ HEADS = EXPORT_HEADS
 def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = DEFAULT_HEAD,
                 opset: int = DEFAULT_OPSET, output: Path | None = None, overwrite: bool = False,
                 precision: Precision = DEFAULT_PRECISION) -> Path:
-    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`.
-    Every argument and input folder is checked before torch and the exporters are imported."""
-    if head not in HEADS:
-        raise UserError(f"unknown head '{head}': use generate, classify or both")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`."""
+    check_options(head, precision)
     run_folder = RunFolder.resolve(run)
     run_folder.require_tasks([task])
     task_dir = run_folder.task_dir(task)
     materialized = TaskFolder.open(task_dir)
     destination = Path(output) if output is not None else default_export_dir(task, "onnx", precision)
-    if destination.exists() and not overwrite:
-        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
-    if run_folder.tokenizer_dir is None and head != "generate":
-        raise UserError(f"the {head} head needs the run's tokenizer and {run_folder.path} has none: export --head "
-                        "generate, or import the checkpoint again with --tokenizer")
-    from hyperexport.export.classify import export_classify_graph, label_token_ids
-    from hyperexport.export.generate import export_generate_graphs
-    from hyperexport.export.precision import cast_to_precision
-    from hyperexport.export.quantize import quantize_folder
+    refuse_existing(destination, overwrite)
+    check_tokenizer(run_folder, head)
+    from hyperexport.export.classify import label_token_ids  # torch and the exporters: after every check
     from hyperexport.fold import load_folded_task
-    from hyperexport.model.build import load_tokenizer
 
     model, facts = load_folded_task(task_dir)
-    cast_to_precision(model, precision)
-    tokenizer = load_tokenizer(str(run_folder.tokenizer_dir)) if run_folder.tokenizer_dir else None
+    tokenizer = run_tokenizer(run_folder)
     with publish.building(destination) as tmp:
-        if head in ("generate", "both"):
-            export_generate_graphs(model, tmp, opset)
-        if head in ("classify", "both"):
-            export_classify_graph(model, label_token_ids(tokenizer, facts.labels), tmp / CLASSIFY_GRAPH, opset)
-        if precision == "int8":
-            quantize_folder(tmp)
+        labels = label_token_ids(tokenizer, facts.labels) if head != "generate" and tokenizer else None
+        write_graphs(model, labels, head, precision, opset, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         facts.write(tmp)
@@ -87,6 +61,51 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = 
             source_run=relative_path(run_folder.path, destination), source_task_sha256=file_hashes(task_dir),
             backbone=materialized.manifest.backbone))
     return destination
+
+
+def write_graphs(model: nn.Module, label_ids: torch.Tensor | None, head: str, precision: str, opset: int,
+                 folder: Path) -> None:
+    """The graphs of `head` of a folded T5 (cast to `precision` in place) into `folder`; `label_ids` [K, L]
+    for the classify head."""
+    from hyperexport.export.classify import export_classify_graph
+    from hyperexport.export.generate import export_generate_graphs
+    from hyperexport.export.precision import cast_to_precision
+    from hyperexport.export.quantize import quantize_folder
+
+    cast_to_precision(model, precision)
+    if head in ("generate", "both"):
+        export_generate_graphs(model, folder, opset)
+    if head in ("classify", "both"):
+        assert label_ids is not None
+        export_classify_graph(model, label_ids, folder / CLASSIFY_GRAPH, opset)
+    if precision == "int8":
+        quantize_folder(folder)
+
+
+def check_options(head: str, precision: str) -> None:
+    if head not in HEADS:
+        raise UserError(f"unknown head '{head}': use generate, classify or both")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+
+
+def refuse_existing(destination: Path, overwrite: bool) -> None:
+    if destination.exists() and not overwrite:
+        raise UserError(f"{destination} already exists: pass --overwrite to replace it, or choose another --output")
+
+
+def check_tokenizer(run_folder: RunFolder, head: str) -> None:
+    """Only the generate head can do without a tokenizer (an imported run may have none)."""
+    if run_folder.tokenizer_dir is None and head != "generate":
+        raise UserError(f"the {head} head needs the run's tokenizer and {run_folder.path} has none: export --head "
+                        "generate, or import the checkpoint again with --tokenizer")
+
+
+def run_tokenizer(run_folder: RunFolder) -> PreTrainedTokenizerBase | None:
+    """The run's tokenizer, or None for an imported run without one."""
+    from hyperexport.model.build import load_tokenizer
+
+    return load_tokenizer(str(run_folder.tokenizer_dir)) if run_folder.tokenizer_dir else None
 
 
 def io_spec(folder: Path) -> IoSpec:

@@ -48,7 +48,8 @@ def apply_adapter(
     w = AdapterWeights(*(t.index_select(0, task_index) for t in weights.tensors().values()))
     z = torch.baddbmm(w.down_bias.unsqueeze(1), y, w.down_weight.transpose(1, 2))  # [B, S, m]
     u = torch.baddbmm(w.up_bias.unsqueeze(1), activation(z), w.up_weight.transpose(1, 2))  # [B, S, d]
-    normed = F.layer_norm(u, u.shape[-1:], eps=ADAPTER_LAYER_NORM_EPS)
+    width = [int(u.shape[-1])]  # a constant when traced: ONNX's LayerNormalization takes no runtime width
+    normed = F.layer_norm(u, width, eps=ADAPTER_LAYER_NORM_EPS)
     return y + normed * w.ln_weight.unsqueeze(1) + w.ln_bias.unsqueeze(1)
 
 

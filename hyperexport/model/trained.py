@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hyperexport.contracts.run import RunFolder
-from hyperexport.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

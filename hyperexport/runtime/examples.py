@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from hyperexport.contracts.task import TaskFacts
+    from hyperexport.contracts.task_table import TaskTable
 
 ONE_SOURCE = "pass the examples as TEXT or as --input FILE.jsonl (exactly one of them)"
+TASK_FIELD = "task"  # an example of a multi-task export names its task (or the task's row) in this field
 Batch = dict[str, np.ndarray]  # input_ids, attention_mask: [B, S] int64
 
 
@@ -35,6 +37,53 @@ def read_sources(facts: TaskFacts, examples: Sequence[dict] | None = None, text:
     else:
         rows = read_examples(facts.task, facts.template, text, input_file)
     return [facts.template.format(**row) for row in rows]
+
+
+def read_task_sources(table: TaskTable, task: str | None, examples: Sequence[dict] | None = None,
+                      text: str | None = None, input_file: str | Path | None = None) -> tuple[list[int], list[str]]:
+    """For a multi-task export: each example's row in `table` and its formatted source. An example's task is
+    its `task` field (a task name, or its row number), else `task` (--task, which a field may not contradict)."""
+    if sum(source is not None for source in (examples, text, input_file)) != 1:
+        raise UserError(ONE_SOURCE)
+    if examples is not None:
+        if not examples:
+            raise UserError("no examples given: pass at least one dict of the task's fields")
+        values = [(f"example {index}", value) for index, value in enumerate(examples)]
+    elif text is not None and not text.lstrip().startswith("{"):  # the plain text of a one-field task
+        row = table.index(_default_task(table, task, "TEXT"))
+        facts = table.tasks[row].facts
+        return [row], [facts.template.format(**_example_from_text(text, facts.task, template_fields(facts.template)))]
+    else:
+        values = [("TEXT", _parse_json(text, "TEXT"))] if text is not None else list(_jsonl_values(Path(input_file)))
+    rows = [_task_row(table, value, where, task) for where, value in values]
+    sources = []
+    for row, (where, value) in zip(rows, values):
+        facts = table.tasks[row].facts
+        sources.append(facts.template.format(**_example(value, where, facts.task, template_fields(facts.template))))
+    return rows, sources
+
+
+def _task_row(table: TaskTable, value: object, where: str, task: str | None) -> int:
+    named = value.get(TASK_FIELD) if isinstance(value, dict) else None
+    if named is None:
+        return table.index(_default_task(table, task, where))
+    if isinstance(named, bool) or not isinstance(named, (str, int)):
+        raise UserError(f"{where}: field {TASK_FIELD} is {_kind(named)}; give a task name ({', '.join(table.names)}) "
+                        "or its row number")
+    if isinstance(named, int) and not 0 <= named < len(table.names):
+        raise UserError(f"{where}: task id {named} is out of range: the export has {len(table.names)} tasks "
+                        f"({table.describe()})")
+    row = named if isinstance(named, int) else table.index(named)
+    if task is not None and table.names[row] != task:
+        raise UserError(f"{where} is an example of task {table.names[row]}, but --task is {task}: drop one of them")
+    return row
+
+
+def _default_task(table: TaskTable, task: str | None, where: str) -> str:
+    if task is None:
+        raise UserError(f"{where} names no task and the export holds {len(table.names)} ({', '.join(table.names)}): "
+                        f"add a \"{TASK_FIELD}\" field, or pass --task")
+    return task
 
 
 def read_examples(task: str, template: str, text: str | None = None,
@@ -121,14 +170,17 @@ def _kind(value: object) -> str:
 MOSTLY_UNKNOWN = 0.5  # warn when more than this share of an example's tokens are the tokenizer's <unk>
 
 
-def warn_about_inputs(tokenizer: PreTrainedTokenizerBase, sources: list[str], max_source_length: int) -> None:
-    """One stderr line per source longer than `max_source_length` tokens (with `</s>`), and per source
-    whose words the tokenizer mostly does not know (the model then sees little of it)."""
+def warn_about_inputs(tokenizer: PreTrainedTokenizerBase, sources: Sequence[str],
+                      max_source_length: int | Sequence[int]) -> None:
+    """One stderr line per source longer than `max_source_length` tokens (with `</s>`; a multi-task export:
+    each source's own task's), and per source whose words the tokenizer mostly does not know (the model
+    then sees little of it)."""
     unknown = tokenizer.unk_token_id
-    for index, ids in enumerate(tokenizer(sources, verbose=False).input_ids):
-        if len(ids) > max_source_length:
-            print(f"warning: example {index} has {len(ids)} tokens; truncated to max_source_length "
-                  f"{max_source_length}", file=sys.stderr)
+    limits = [max_source_length] * len(sources) if isinstance(max_source_length, int) else list(max_source_length)
+    for index, (ids, limit) in enumerate(zip(tokenizer(list(sources), verbose=False).input_ids, limits)):
+        if len(ids) > limit:
+            print(f"warning: example {index} has {len(ids)} tokens; truncated to max_source_length {limit}",
+                  file=sys.stderr)
         words = [token for token in ids if token not in tokenizer.all_special_ids or token == unknown]
         unknowns = sum(token == unknown for token in words) if unknown is not None else 0
         if words and unknowns / len(words) > MOSTLY_UNKNOWN:

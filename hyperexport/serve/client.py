@@ -34,8 +34,10 @@ from hyperexport.runtime.backends import (
     OnnxRuntimeBackend,
     Outputs,
 )
-from hyperexport.runtime.examples import examples_from_list
+from hyperexport.contracts.task_table import TaskTable, has_task_table
+from hyperexport.runtime.examples import examples_from_list, read_task_sources
 from hyperexport.runtime.heads import label_examples
+from hyperexport.runtime.multitask import label_task_examples
 from hyperexport.tasks.registry import template_fields
 
 DEFAULT_URL = "localhost:8001"
@@ -80,6 +82,7 @@ class TritonBackend:
             requests = []
             for name, array in feeds.items():
                 if name in wanted:
+                    array = array[:, None] if array.ndim == 1 else array  # [batch] goes as [batch, 1] (its reshape)
                     request = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
                     request.set_data_from_numpy(np.ascontiguousarray(array))
                     requests.append(request)
@@ -126,20 +129,27 @@ def run_deployed(client_dir: str | Path, examples: Sequence[dict], backend: Grap
     from hyperexport.model.build import load_tokenizer
 
     folder = Path(client_dir)
-    description, facts = DeployFacts.read(folder), TaskFacts.read(folder)
-    rows = examples_from_list(examples, facts.task, template_fields(facts.template))
-    sources = [facts.template.format(**row) for row in rows]
+    description = DeployFacts.read(folder)
     tokenizer = load_tokenizer(str(folder / TOKENIZER_DIR))
+    head, batch_size = head or description.head, batch_size or description.max_batch_size
+    if has_task_table(folder):  # a multi-task deployment: each example names its task
+        table = TaskTable.read(folder)
+        rows, sources = read_task_sources(table, None, examples=examples)
+        with backend:
+            return label_task_examples(backend, tokenizer, table, rows, sources, description.token_ids, head,
+                                       batch_size)
+    facts = TaskFacts.read(folder)
+    sources = [facts.template.format(**row) for row in examples_from_list(examples, facts.task,
+                                                                           template_fields(facts.template))]
     with backend:
-        return label_examples(backend, tokenizer, facts, sources, description.token_ids, head or description.head,
-                              batch_size or description.max_batch_size)
+        return label_examples(backend, tokenizer, facts, sources, description.token_ids, head, batch_size)
 
 
 def main(client_dir: Path, argv: list[str] | None = None) -> int:
     """The client script of a deployment: one example in, its result as JSON out; bad input or an
     unreachable server is one line on stderr and exit 2."""
-    parser = argparse.ArgumentParser(description=f"Label examples of the task deployed in {client_dir}.")
-    parser.add_argument("example", help="a JSON object of the task's fields")
+    parser = argparse.ArgumentParser(description=f"Label examples of the task(s) deployed in {client_dir}.")
+    parser.add_argument("example", help="a JSON object of the task's fields (and `task` for a multi-task deployment)")
     parser.add_argument("--url", default=DEFAULT_URL, help="Triton gRPC endpoint (default %(default)s)")
     parser.add_argument("--local", action="store_true", help="run the ONNX models with ONNX Runtime instead")
     parser.add_argument("--head", choices=("classify", "generate"), help="default: the deployment's")

@@ -6,6 +6,10 @@ one model per graph, named `<task>_<graph>` (`rte_classify`, `rte_encoder`, `rte
 Runtime). `<triton-repo>/clients/<task>/` holds what a client needs and Triton must not see: the
 tokenizer, `task.json`, `deploy.json` (model names, token ids, batch limit) and `client.py`.
 
+A multi-task export deploys as one model per graph for all its tasks (`multitask_classify`, ...): every
+request carries `task_ids` (the rows of `tasks.json`, copied to the client folder), so Triton's dynamic
+batcher merges requests of different tasks into one batch.
+
 Generation runs client-side: Triton ensembles cannot loop, so the client (`serve.client`, which the
 folder's `client.py` runs) drives the one greedy loop over the encoder, decoder and decoder-with-past
 models through its `TritonBackend`, or over the repository's own files with ONNX Runtime (`--local`).
@@ -35,7 +39,9 @@ from hyperexport.contracts.names import (
     MODEL_VERSION,
     MODELS_DIR,
     PARITY_REPORT_FILE,
+    MULTITASK_EXPORT,
     TASK_FILE,
+    TASK_TABLE_FILE,
     TOKENIZER_DIR,
     TRITON_CONFIG_FILE,
     TRITON_MODEL_FILES,
@@ -66,11 +72,13 @@ def require_passed_parity(export: ExportFolder) -> None:
                         f"{export.manifest.precision}: run `hyperexport verify {export.path}` first")
 
 
-def deploy(*, task: str, fmt: Format = "tensorrt", triton_repo: str | Path = DEFAULT_TRITON_REPO,
+def deploy(*, task: str | None, fmt: Format = "tensorrt", triton_repo: str | Path = DEFAULT_TRITON_REPO,
            export_dir: str | Path | None = None, overwrite: bool = False) -> DeployFacts:
-    """Write the task's models into `<triton_repo>/models/` and its client folder; returns deploy.json."""
+    """Write the task's models into `<triton_repo>/models/` and its client folder; returns deploy.json.
+    `task` None: the multi-task export (`multitask_<graph>` models whose requests carry `task_ids`)."""
     if fmt not in PLATFORMS:
         raise UserError(f"unknown format '{fmt}': use tensorrt or onnx")
+    task = task if task is not None else MULTITASK_EXPORT
     export_dir = Path(export_dir) if export_dir is not None else default_export_dir(task, fmt, "fp32")
     if not (export_dir / MANIFEST_FILE).is_file():
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task {task} --format {fmt}` "
@@ -139,7 +147,8 @@ def _write_client(folder: Path, export: ExportFolder, names: dict[str, str], max
     manifest = export.manifest
     folder.mkdir(parents=True)
     shutil.copytree(export.path / TOKENIZER_DIR, folder / TOKENIZER_DIR)
-    shutil.copy(export.path / TASK_FILE, folder / TASK_FILE)
+    task_file = TASK_TABLE_FILE if export.is_multitask else TASK_FILE  # a multi-task client's examples name their task
+    shutil.copy(export.path / task_file, folder / task_file)
     facts = DeployFacts(
         task=manifest.task, format=manifest.format, precision=manifest.precision,
         head="classify" if CLASSIFY_GRAPH in names else "generate", max_batch_size=max_batch,
@@ -149,7 +158,8 @@ def _write_client(folder: Path, export: ExportFolder, names: dict[str, str], max
         compute_capability=manifest.compute_capability,
         export=str(export.path), export_manifest_sha256=sha256_file(export.path / MANIFEST_FILE))
     facts.write(folder)
-    (folder / CLIENT_FILE).write_text(CLIENT_SCRIPT.format(task=manifest.task))
+    script = MULTITASK_CLIENT_SCRIPT if export.is_multitask else CLIENT_SCRIPT.format(task=manifest.task)
+    (folder / CLIENT_FILE).write_text(script)
     return facts
 
 
@@ -157,6 +167,24 @@ CLIENT_SCRIPT = '''"""Label examples of task {task} with its models on a Triton 
 
     tritonserver --model-repository ../../models
     python client.py '{{"sentence1": "...", "sentence2": "..."}}' [--url localhost:8001] [--head generate]
+    python client.py --local '...'    # ONNX deployments only: the repository's model.onnx files, no server
+
+Needs `pip install hyperexport 'tritonclient[grpc]'`.
+"""
+
+import sys
+from pathlib import Path
+
+from hyperexport.serve.client import main
+
+sys.exit(main(Path(__file__).resolve().parent))
+'''
+
+MULTITASK_CLIENT_SCRIPT = '''"""Label examples of the tasks in tasks.json with their shared models on a Triton server
+(hyperexport.serve.client); each example names its task.
+
+    tritonserver --model-repository ../../models
+    python client.py '{"task": "rte", "sentence1": "...", "sentence2": "..."}' [--url localhost:8001]
     python client.py --local '...'    # ONNX deployments only: the repository's model.onnx files, no server
 
 Needs `pip install hyperexport 'tritonclient[grpc]'`.

@@ -40,10 +40,11 @@ def model_config_pb2():
 
 
 def triton_dims(shape: tuple[int | str, ...], where: str) -> list[int]:
-    """The dims Triton wants with max_batch_size > 0: the batch axis left out, named axes -1."""
+    """The dims Triton wants with max_batch_size > 0: the batch axis left out, named axes -1; a tensor of
+    the batch axis only (a multi-task graph's `task_ids`) is [1], reshaped to [] for the model."""
     if not shape or shape[0] != BATCH_AXIS:
         raise UserError(f"{where} has no leading batch_size axis (shape {shape}): Triton cannot batch it")
-    return [dim if isinstance(dim, int) and dim > 0 else -1 for dim in shape[1:]]
+    return [dim if isinstance(dim, int) and dim > 0 else -1 for dim in shape[1:]] or [1]
 
 
 def triton_dtype(spec: TensorSpec, where: str) -> str:
@@ -64,8 +65,10 @@ def model_config(model_name: str, graph_spec: GraphIo, graph: str, fmt: str, max
                                   ("output", config.output, graph_spec.outputs)):
         for spec in specs:
             where = f"{graph} {kind} {spec.name}"
-            declared.add(name=spec.name, data_type=pb2.DataType.Value(triton_dtype(spec, where)),
-                         dims=triton_dims(spec.shape, where))
+            tensor = declared.add(name=spec.name, data_type=pb2.DataType.Value(triton_dtype(spec, where)),
+                                  dims=triton_dims(spec.shape, where))
+            if len(spec.shape) == 1:  # [batch] (task_ids): declared [1], reshaped to [] for the model
+                tensor.reshape.SetInParent()
     config.dynamic_batching.SetInParent()  # present and empty: Triton's defaults
     if fmt == "tensorrt":
         config.instance_group.add(kind=pb2.ModelInstanceGroup.KIND_GPU, count=1, profile=[PLAN_PROFILE])
@@ -109,4 +112,6 @@ def check_model_config(config: ModelConfig, model_name: str, graph_spec: GraphIo
                 problems.append(f"{kind} {tensor.name} is {dtype}, the graph's is {spec.dtype}")
             if list(tensor.dims) != triton_dims(spec.shape, f"{graph} {kind} {tensor.name}"):
                 problems.append(f"{kind} {tensor.name} has dims {list(tensor.dims)}, the graph's shape is {list(spec.shape)}")
+            if len(spec.shape) == 1 and (not tensor.HasField("reshape") or list(tensor.reshape.shape)):
+                problems.append(f"{kind} {tensor.name} is [batch] in the graph: it needs reshape {{ shape: [ ] }}")
     return problems

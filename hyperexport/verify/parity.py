@@ -9,53 +9,22 @@ anywhere fails. The report goes to `<export>/parity_report.json`.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportFolder
-from hyperexport.contracts.names import PARITY_REPORT_FILE
-from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
 from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
-from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.export.tensorrt.compat import export_compatibility
-from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
-from hyperexport.verify.runners import ExportRunner, ParityInputs, TorchRunner
-
-if TYPE_CHECKING:
-    from hyperexport.contracts.export import GenerationIds
-    from hyperexport.model.trained import TrainedRun
-
-# Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
-# metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
-# rounding. int8 (dynamic quantization) rounds every MatMul's activations to 8 bits, about 1% relative
-# error per layer, on logits of magnitude ~40 in the demo: tensors move by a few tenths, and the gate that
-# matters is the task metric, within 1 point.
-TOLERANCES = {
-    "fp32": {"logits": 1e-4, "scores": 1e-4, "tokens": 0.0, "metric": 0.0},
-    "fp16": {"logits": 0.1, "scores": 0.1, "tokens": 0.05, "metric": 1.0},
-    "bf16": {"logits": 0.5, "scores": 0.5, "tokens": 0.05, "metric": 1.0},
-    "int8": {"logits": 2.0, "scores": 2.0, "tokens": 0.05, "metric": 1.0},
-}
-# TensorRT engines: the same bounds, except fp32 logits and scores at 1e-3 (plans are built with TF32 off,
-# but their kernels sum in another order than PyTorch's). Not yet measured: scripts/gpu_check.sh prints it.
-TENSORRT_TOLERANCES = {**TOLERANCES, "fp32": {**TOLERANCES["fp32"], "logits": 1e-3, "scores": 1e-3}}
-REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
-ONNX_RUNTIME, TENSORRT = "onnxruntime", "tensorrt"  # the export's runners
-RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
+from hyperexport.verify.compare import (REFERENCE, TENSORRT, TENSORRT_TOLERANCES, TOLERANCES,  # noqa: F401 (public)
+                                        check_same_backbone, export_ids, onnxruntime_runner, task_parity,
+                                        write_report)
+from hyperexport.verify.runners import ExportRunner
 
 
 def verify(export_dir: str | Path, *, run: str | Path | None = None, max_examples: int = DEFAULT_VERIFY_EXAMPLES,
            tensorrt_check: bool = False) -> dict:
     """Compare every runner with the hypernetwork model; write and return the parity report. TensorRT
     engine folders (and ONNX exports with `tensorrt_check`) also get the CPU TensorRT-compatibility check."""
-    from hyperexport.export.classify import label_token_ids
     from hyperexport.fold import load_folded_task
     from hyperexport.model.trained import load_run
 
@@ -63,154 +32,32 @@ def verify(export_dir: str | Path, *, run: str | Path | None = None, max_example
     if not export_dir.is_dir():
         raise UserError(f"no export at {export_dir}: run `hyperexport export --task <task>`")
     export = ExportFolder.open(export_dir)
+    if export.is_multitask:
+        from hyperexport.verify.multitask import verify_multitask
+
+        return verify_multitask(export, run, max_examples, tensorrt_check)
     manifest = export.manifest
-    tensorrt = export.is_engine
-    compatibility = export_compatibility(export) if tensorrt or tensorrt_check else None
-    engines = _engine_runner(export) if tensorrt else None  # no GPU or foreign plans: fail first
+    compatibility = export_compatibility(export) if export.is_engine or tensorrt_check else None
+    if export.is_engine:
+        export_runners, not_run = [_engine_runner(export)], []  # no GPU or foreign plans: fail first
+    else:
+        onnxruntime, not_run = onnxruntime_runner(export)
+        export_runners = [onnxruntime] if onnxruntime is not None else []
     loaded = load_run(run if run is not None else export.source_run)
-    _check_same_backbone(loaded, export)
+    check_same_backbone(loaded, export)
     task = manifest.task
     folded, facts = load_folded_task(loaded.folder.task_dir(task))
-    token_ids_only = loaded.tokenizer is None  # an imported run without a tokenizer: no text, no labels
-    label_ids = (torch.empty(0, 1, dtype=torch.long) if loaded.tokenizer is None
-                 else label_token_ids(loaded.tokenizer, facts.labels))
-    input_sets = {"random": _random_inputs(loaded, facts, label_ids)}
-    if not token_ids_only:
-        evaluation, targets = _evaluation_inputs(loaded, task, facts, label_ids, max_examples)
-        input_sets = {"evaluation": evaluation, **input_sets}
-    precision = manifest.precision
-    runners, not_run = _runners(loaded, task, folded, export, engines)
-    outputs = {}
-    for runner in runners:
-        with runner:
-            outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    tolerances = {runner.name: TOLERANCES["fp32" if runner.name == FOLDED else precision] for runner in runners}
-    if tensorrt:
-        tolerances[TENSORRT] = TENSORRT_TOLERANCES[precision]
-    comparisons = [c for name in input_sets for c in _compare(outputs, name, tolerances)]
-    metrics = [] if token_ids_only else _metric_parity(
-        {r: o["evaluation"] for r, o in outputs.items()}, targets, loaded, task, facts, tolerances)
+    comparisons, metrics = task_parity(loaded, task, folded, facts, export_runners, manifest.precision, max_examples)
     report = {"export": str(export_dir), "run": str(loaded.path), "task": task, "reference": REFERENCE,
-              "precision": precision, "comparisons": comparisons, "metrics": metrics, "not_run": not_run,
+              "precision": manifest.precision, "comparisons": comparisons, "metrics": metrics, "not_run": not_run,
               "passed": all(c["passed"] for c in comparisons + metrics) and not not_run}
     if compatibility is not None:
         report["tensorrt_compatibility"] = compatibility
         report["passed"] = report["passed"] and compatibility["passed"]
-    report_file = export_dir / PARITY_REPORT_FILE
-    with publish.write_errors(report_file, "free disk space or make the export folder writable"):
-        publish.write_json(report_file, report)
-    return report
+    return write_report(export_dir, report)
 
 
 def _engine_runner(export: ExportFolder) -> ExportRunner:
     from hyperexport.runtime.tensorrt import TensorRTBackend
 
-    return ExportRunner(TENSORRT, TensorRTBackend(export.path), _ids(export))
-
-
-def _ids(export: ExportFolder) -> GenerationIds | None:
-    return export.generation_ids if "generate" in export.heads else None
-
-
-def _runners(loaded: TrainedRun, task: str, folded: torch.nn.Module, export: ExportFolder,
-             engines: ExportRunner | None) -> tuple[list, list[dict]]:
-    """The reference, the folded model in fp32 (and in the export's float precision: the PyTorch view of
-    what that precision costs), and ONNX Runtime where a provider here runs the export's graphs, or the
-    TensorRT runner for an engine folder."""
-    from hyperexport.export.precision import HALF_PRECISIONS, cast_to_precision
-
-    precision = export.manifest.precision
-    runners = [TorchRunner(REFERENCE, loaded.model, loaded.model.task_id(task)), TorchRunner(FOLDED, folded)]
-    if precision in HALF_PRECISIONS:
-        runners.append(TorchRunner(f"{FOLDED}_{precision}", cast_to_precision(copy.deepcopy(folded), precision)))
-    if engines is not None:
-        return runners + [engines], []
-    provider = onnxruntime_provider(precision)
-    if provider is None:
-        return runners, [{"runner": ONNX_RUNTIME, "reason": f"{precision} graphs need ONNX Runtime's "
-                          "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
-    return runners + [ExportRunner(ONNX_RUNTIME, OnnxRuntimeBackend(export.path, provider), _ids(export))], []
-
-
-def _check_same_backbone(loaded: TrainedRun, export: ExportFolder) -> None:
-    """Refuse a run whose backbone is not the one the export was made from (parity would be meaningless)."""
-    made_from = export.manifest.backbone
-    if made_from is None:  # an export from before the field: nothing to compare
-        return
-    given = loaded.folder.portable_backbone(loaded.recipe.backbone)
-    differing = [f.name for f in fields(BackboneConfig) if getattr(given, f.name) != getattr(made_from, f.name)]
-    if differing:
-        key = differing[0]
-        field = "backbone" if key == "config" else f"backbone.{key}"
-        raise UserError(f"run {loaded.path} has {field} {getattr(given, key)!r}, the export was made from "
-                        f"{getattr(made_from, key)!r}: pass the run the export came from ({export.source_run})")
-
-
-def _evaluation_inputs(loaded, task: str, facts: TaskFacts, label_ids: torch.Tensor,
-                       max_examples: int) -> tuple[ParityInputs, list[str]]:
-    """The task's test split (first `max_examples`) as model inputs, and its target strings."""
-    from hyperexport.data.collate import collate
-    from hyperexport.training.task_data import load_task_data
-
-    examples = load_task_data(loaded.recipe, splits=("test",))[task].test[:max_examples]
-    batch = collate(loaded.tokenizer, examples, {task: 0}, facts.max_source_length, facts.max_new_tokens)
-    inputs = ParityInputs(batch["input_ids"], batch["attention_mask"],
-                          loaded.model.backbone._shift_right(batch["labels"]), label_ids, facts.max_new_tokens)
-    return inputs, [e.target for e in examples]
-
-
-def _random_inputs(loaded, facts: TaskFacts, label_ids: torch.Tensor) -> ParityInputs:
-    generator = torch.Generator().manual_seed(0)
-    config = loaded.model.backbone.config
-    vocab = len(loaded.tokenizer) if loaded.tokenizer is not None else config.vocab_size
-    input_ids = torch.randint(3, vocab, RANDOM_BATCH, generator=generator)
-    input_ids[:, -1] = loaded.tokenizer.eos_token_id if loaded.tokenizer is not None else config.eos_token_id
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[0, RANDOM_BATCH[1] // 2:] = 0  # one padded row
-    decoder_ids = torch.randint(3, vocab, (RANDOM_BATCH[0], 3), generator=generator)
-    return ParityInputs(input_ids, attention_mask, decoder_ids, label_ids, facts.max_new_tokens)
-
-
-def _compare(outputs: dict, input_set: str, tolerances: dict[str, dict]) -> list[dict]:
-    reference = outputs[REFERENCE][input_set]
-    rows = []
-    for runner, by_set in outputs.items():
-        if runner == REFERENCE:
-            continue
-        for name, value in by_set[input_set].items():
-            expected = reference[name]
-            finite = bool(np.isfinite(value).all() and np.isfinite(expected).all())
-            diff = _token_mismatch(value, expected) if name == "tokens" else _max_abs_diff(value, expected)
-            rows.append({"inputs": input_set, "runner": runner, "output": name, "max_abs_diff": diff,
-                         "tolerance": tolerances[runner][name], "finite": finite,
-                         "passed": finite and diff <= tolerances[runner][name]})
-    return rows
-
-
-def _max_abs_diff(value: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(value.astype(np.float64) - expected).max()) if value.shape == expected.shape else float("inf")
-
-
-def _token_mismatch(value: np.ndarray, expected: np.ndarray) -> float:
-    """The fraction of generated sequences that differ anywhere (shorter ones padded with 0)."""
-    width = max(value.shape[1], expected.shape[1])
-    value, expected = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (value, expected))
-    return float((value != expected).any(axis=1).mean())
-
-
-def _metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: TaskFacts,
-                   tolerances: dict[str, dict]) -> list[dict]:
-    """The task metric of each head's predictions per runner; each must equal the reference's."""
-    from hyperexport.runtime.heads import decoded_texts, label_results
-    from hyperexport.tasks.metrics import compute_metrics
-    spec = loaded.task_spec(task)
-    rows = []
-    for head, predict in (("classify", lambda o: [r["label"] for r in label_results(o["scores"], facts.labels)]),
-                          ("generate", lambda o: decoded_texts(loaded.tokenizer, o["tokens"]))):
-        values = {runner: compute_metrics(spec, predict(o), targets) for runner, o in outputs.items()
-                  if ("scores" if head == "classify" else "tokens") in o}
-        gaps = {r: max(abs(v[k] - values[REFERENCE][k]) for k in v) for r, v in values.items() if r != REFERENCE}
-        rows.append({"head": head, "values": values, "max_abs_diff": gaps,
-                     "tolerance": {r: tolerances[r]["metric"] for r in gaps},
-                     "passed": all(gap <= tolerances[r]["metric"] for r, gap in gaps.items())})
-    return rows
+    return ExportRunner(TENSORRT, TensorRTBackend(export.path), export_ids(export))

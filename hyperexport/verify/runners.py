@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hyperexport.contracts.names import CLASSIFY_GRAPH, DECODER_GRAPH, ENCODER_GRAPH
+from hyperexport.contracts.task_table import TASK_IDS_INPUT
 from hyperexport.runtime.generation import greedy_generate
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class ParityInputs:
     decoder_input_ids: torch.Tensor  # [B, T] (targets shifted right)
     label_ids: torch.Tensor  # [K, L] each label's tokens with </s>, -100 = padding
     max_new_tokens: int
+    task_ids: torch.Tensor | None = None  # [B] a multi-task export's task-table row per example
 
 
 def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_right: Callable, inputs: ParityInputs) -> torch.Tensor:
@@ -95,6 +97,8 @@ class ExportRunner:
 
     def _infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         feeds = {"input_ids": inputs.input_ids.numpy(), "attention_mask": inputs.attention_mask.numpy()}
+        extra = {} if inputs.task_ids is None else {TASK_IDS_INPUT: inputs.task_ids.numpy()}
+        feeds.update(extra)
         outputs = {}
         if self.backend.has(CLASSIFY_GRAPH):
             outputs["scores"] = self.backend.infer(CLASSIFY_GRAPH, feeds)["scores"]
@@ -102,9 +106,9 @@ class ExportRunner:
             hidden = self.backend.infer(ENCODER_GRAPH, feeds)["last_hidden_state"]  # [B, S, d]
             outputs["logits"] = self.backend.infer(DECODER_GRAPH, {
                 "input_ids": inputs.decoder_input_ids.numpy(), "encoder_hidden_states": hidden,
-                "encoder_attention_mask": feeds["attention_mask"]})["logits"]  # [B, T, V]
+                "encoder_attention_mask": feeds["attention_mask"], **extra})["logits"]  # [B, T, V]
             outputs["tokens"] = greedy_generate(self.backend, feeds["input_ids"], feeds["attention_mask"],
-                                                inputs.max_new_tokens, self.ids)
+                                                inputs.max_new_tokens, self.ids, extra=extra)
         return outputs
 
 
@@ -112,8 +116,10 @@ def infer_in_chunks(infer: Callable[[ParityInputs], dict[str, np.ndarray]], inpu
                     pad_token_id: int) -> dict[str, np.ndarray]:
     """`infer` on slices of at most `step` rows, joined along the batch; generated tokens of chunks that
     stopped at different lengths are padded with `pad_token_id`, as `generate()` pads a batch."""
+    task_ids = inputs.task_ids
     chunks = [infer(ParityInputs(inputs.input_ids[i:i + step], inputs.attention_mask[i:i + step],
-                                 inputs.decoder_input_ids[i:i + step], inputs.label_ids, inputs.max_new_tokens))
+                                 inputs.decoder_input_ids[i:i + step], inputs.label_ids, inputs.max_new_tokens,
+                                 None if task_ids is None else task_ids[i:i + step]))
               for i in range(0, inputs.input_ids.shape[0], step)]
     merged = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0] if name != "tokens"}
     if "tokens" in chunks[0]:

@@ -82,7 +82,7 @@ def test_params_table_for_people():
         (["materialize"], "name a task with --task, or pass --all"),
         (["evaluate", "--split", "dev"], "invalid value for '--split': 'dev' is not one of 'validation', 'test'"),
         (["train", "--max-steps", "0"], "invalid value for '--max-steps': input should be greater than or equal to 1"),
-        (["export"], "missing option '--task'"),
+        (["export"], "name one task with --task, several with --tasks a,b,c (or --all), or --add-task T --to EXPORT"),
         (["no-such-command"], "no such command 'no-such-command'"),
     ],
 )
