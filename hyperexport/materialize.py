@@ -14,8 +14,14 @@ from hyperexport.contracts import publish
 from hyperexport.contracts.manifest import relative_path, sha256_file
 from hyperexport.contracts.names import ADAPTERS_FILE
 from hyperexport.contracts.run import RunFolder
-from hyperexport.contracts.task import (ADAPTER_PREFIX, BACKBONE_PREFIX, AdapterFacts, TaskFacts, TaskManifest,
-                                        write_task_manifest)
+from hyperexport.contracts.task import (
+    ADAPTER_PREFIX,
+    BACKBONE_PREFIX,
+    AdapterFacts,
+    TaskFacts,
+    TaskManifest,
+    write_task_manifest,
+)
 from hyperexport.errors import UserError
 
 if TYPE_CHECKING:

@@ -20,8 +20,14 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from hyperexport.contracts.task import BACKBONE_PREFIX
-from hyperexport.fold import (FEED_FORWARD, SELF_ATTENTION, AdaptedAttention, AdaptedFeedForward, load_layer_norms,
-                              position_tensors)
+from hyperexport.fold import (
+    FEED_FORWARD,
+    SELF_ATTENTION,
+    AdaptedAttention,
+    AdaptedFeedForward,
+    load_layer_norms,
+    position_tensors,
+)
 from hyperexport.model.adapter import POSITIONS, STACKS, AdapterWeights, apply_adapter
 
 ADAPTER_TENSORS = tuple(field.name for field in fields(AdapterWeights))  # down_weight, ..., ln_bias

@@ -18,9 +18,18 @@ from typing import Any
 
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts.fields import ContractError, from_json, to_json
-from hyperexport.contracts.names import (BACKBONE_DIR, CHECKPOINT_DIR, LATEST_LINK, METRICS_FILE, PARTIAL_SUFFIX,
-                                         RECIPE_FILE,
-                                         RUNS_DIR, TASKS_DIR, TOKENIZER_DIR, WEIGHTS_FILE)
+from hyperexport.contracts.names import (
+    BACKBONE_DIR,
+    CHECKPOINT_DIR,
+    LATEST_LINK,
+    METRICS_FILE,
+    PARTIAL_SUFFIX,
+    RECIPE_FILE,
+    RUNS_DIR,
+    TASKS_DIR,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+)
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 from hyperexport.contracts import manifest as sealing
-from hyperexport.contracts import names
-from hyperexport.contracts import publish
+from hyperexport.contracts import names, publish
 from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.errors import UserError
 

@@ -28,7 +28,7 @@ class AdapterWeights:
     ln_weight: torch.Tensor  # [U, L, 2, d]  post-adapter LayerNorm gamma
     ln_bias: torch.Tensor  # [U, L, 2, d]  post-adapter LayerNorm beta
 
-    def at(self, layer: int, position: int) -> "AdapterWeights":
+    def at(self, layer: int, position: int) -> AdapterWeights:
         """The tensors of one (layer, position), keeping the task axis: [U, ...]."""
         return AdapterWeights(*(getattr(self, f.name)[:, layer, position] for f in fields(self)))
 

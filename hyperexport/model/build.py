@@ -4,8 +4,8 @@ meta device with init disabled, so nothing of ours may be created inside it)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

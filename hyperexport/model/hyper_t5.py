@@ -8,9 +8,9 @@ modeling code and state-dict keys stay as they are. Cross-attention gets no adap
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn

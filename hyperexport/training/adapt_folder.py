@@ -16,8 +16,7 @@ import torch
 import yaml
 from safetensors.torch import save
 
-from hyperexport.contracts import names
-from hyperexport.contracts import publish
+from hyperexport.contracts import names, publish
 from hyperexport.contracts.run import RunFolder, RunManifest, write_run_manifest
 from hyperexport.training.few_shot import FewShotData
 

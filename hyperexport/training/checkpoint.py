@@ -19,10 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from hyperexport.contracts import manifest as sealing
-from hyperexport.contracts import names
-from hyperexport.contracts import publish
+from hyperexport.contracts import names, publish
 from hyperexport.errors import UserError
-
 
 
 @dataclass

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from hyperexport.contracts import names
-from hyperexport.contracts import publish
+from hyperexport.contracts import names, publish
 from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.data.collate import collate
 from hyperexport.data.sampler import MultiTaskBatchSampler
