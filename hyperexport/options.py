@@ -18,7 +18,8 @@ FORMATS: tuple[Format, ...] = get_args(Format)
 EXPORT_HEADS: tuple[ExportHead, ...] = get_args(ExportHead)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 TUNES: tuple[Tune, ...] = get_args(Tune)
-CPU_RUNNABLE: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # ONNX Runtime's CPU provider lacks bf16 kernels (e.g. Sub)
+# what ONNX Runtime's CPU provider runs (it has no bf16 kernels, e.g. Sub)
+CPU_RUNNABLE: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 
 DEFAULT_DEVICE: Device = "auto"
 DEFAULT_SPLIT: Split = "test"

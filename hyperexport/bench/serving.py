@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,22 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperexport.serve.tritonserver import Endpoints
+from hyperexport.serve.tritonserver import Endpoints, free_ports
 
 PROTOCOLS = ("http", "grpc")
 Payload = dict[str, np.ndarray]  # input name -> array with a batch axis
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on now (the kernel's choice; another process could take one before use)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class ServeProcess:

@@ -17,7 +17,7 @@ from hyperexport.serve.interfaces import (PARAMETER_EXPORT, PARAMETER_INTERFACE,
 from hyperexport.serve.tasks import TaskTable
 from hyperexport.serve.triton_config import config_text, python_model_config
 
-MODEL_SCRIPT = '''"""Written by `hyperexport serve`: Triton's Python backend runs this model; the work is hyperexport's."""
+MODEL_SCRIPT = '''"""Written by `hyperexport serve`: Triton's Python backend runs it; the model is hyperexport's."""
 
 from hyperexport.serve.python_model import TritonPythonModel  # noqa: F401
 '''

@@ -5,21 +5,24 @@
 2. A temporary folder owned by this process (`<tmp>/hyperexport-serve-<pid>-*`) gets the model repository
    (`serve.repository`: Python-backend models that run the exports through hyperexport's runtime, in place)
    and the links to Triton's Python backend (`serve.tritonserver`).
-3. tritonserver starts on the given address and ports (HTTP, gRPC, metrics); `serve` reports the
-   endpoints once Triton's own `/v2/health/ready` answers.
-4. SIGINT or SIGTERM: Triton is stopped with SIGTERM, so it refuses new requests and finishes those in
-   flight; then the folder is removed. A killed `serve` takes Triton with it; the next `serve` removes
+3. tritonserver starts with gRPC and metrics on the given address and ports, and its HTTP server on a
+   private loopback port behind `serve.http_guard` (on the given HTTP port), which keeps request bodies
+   that crash Triton 2.51 away from it. `serve` reports the endpoints once Triton's own
+   `/v2/health/ready` answers.
+4. SIGINT or SIGTERM: the guard takes no new connections and Triton is stopped with SIGTERM, so it
+   refuses new requests and finishes those in flight; then the folder is removed. A killed `serve` takes Triton with it; the next `serve` removes
    the folders of processes that are gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +37,9 @@ from hyperexport.options import (DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_M
 from hyperexport.runtime.exports import export_backend
 from hyperexport.serve.deploy import require_passed_parity
 from hyperexport.serve.repository import Batching, ServedExport, write_repository
-from hyperexport.serve.tritonserver import (Endpoints, TritonProcess, distribution, link_backends, server_command,
-                                            server_environment)
+from hyperexport.serve.http_guard import HttpGuard
+from hyperexport.serve.tritonserver import (LOOPBACK, Endpoints, TritonProcess, distribution, free_ports, link_backends,
+                                            server_command, server_environment)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -120,28 +124,58 @@ def serve(exports: Sequence[str], *, host: str = DEFAULT_SERVE_HOST, http_port: 
     served = open_exports(exports)
     dist = distribution()
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
+    _check_port(host, http_port, "--http-port")  # the guard binds it only once Triton is ready: fail early
+    [triton_http] = free_ports(1)
     remove_stale_folders()
     folder = Path(tempfile.mkdtemp(prefix=f"{SERVE_FOLDER_PREFIX}{os.getpid()}-"))
+    keep = False  # a server that died keeps its folder for its log (the next serve removes it)
     try:
         repository = write_repository(folder, served, Batching(max_batch_size, max_queue_delay_us, instances))
-        command = server_command(dist, repository, link_backends(folder, dist), endpoints)
+        command = server_command(dist, repository, link_backends(folder, dist), endpoints, triton_http)
         process = TritonProcess(command, server_environment(dist), folder / SERVER_LOG_FILE)
         with stop_signals() as stop:
             process.start()
             try:
-                if process.wait_ready(endpoints, lambda: stop() is not None):
-                    on_ready(Serving(endpoints, tuple(served)))
-                    _wait(process, stop)
+                if process.wait_ready(f"http://{LOOPBACK}:{triton_http}/v2/health/ready", lambda: stop() is not None):
+                    guard = HttpGuard(host, http_port, LOOPBACK, triton_http)
+                    asyncio.run(_serve_http(guard, process, stop, lambda: on_ready(Serving(endpoints, tuple(served)))))
+            except ServerStopped:
+                keep = True
+                raise
             finally:
                 process.stop()
             return stop() or signal.SIGTERM
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait(process: TritonProcess, stop: Callable[[], int | None]) -> None:
+def _check_port(host: str, port: int, option: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port} ({error.strerror}): choose another {option}, or stop "
+                            "what uses it") from None
+
+
+async def _serve_http(guard: HttpGuard, process: TritonProcess, stop: Callable[[], int | None],
+                      ready: Callable[[], None]) -> None:
+    """The HTTP guard until a stop signal: then no new connections, Triton finishes what is in flight
+    (answered through the guard), and the guard's connections end."""
+    try:
+        await guard.start()
+    except OSError as error:
+        raise UserError(f"cannot listen on {guard.address[0]}:{guard.address[1]} ({error.strerror}): choose another "
+                        "--http-port, or stop what uses it") from None
+    ready()
     while stop() is None:
         if process.exited() is not None:
+            guard.close()
             raise ServerStopped(f"tritonserver stopped on its own (exit code {process.exited()}): "
                                 f"{process.first_error()}")
-        time.sleep(0.2)
+        await asyncio.sleep(0.1)
+    guard.close()
+    await asyncio.get_running_loop().run_in_executor(None, process.stop)
+    await guard.drained(timeout=5)

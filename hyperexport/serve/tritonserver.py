@@ -17,6 +17,7 @@ import ctypes
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -33,6 +34,7 @@ from hyperexport.errors import UserError
 EXIT_TIMEOUT_S = 30  # Triton's wait for in-flight requests when it is stopped
 READY_TIMEOUT_S = 600  # loading large exports on a busy machine takes minutes
 STUB = "triton_python_backend_stub"
+LOOPBACK = "127.0.0.1"
 _GET_TRITON = "serving needs the Triton server that nvidia-pytriton ships: pip install -e '.[serve]'"
 _HARMLESS = ("cuda", "nvml", "dcgm", "gpu metrics", "pinned memory")  # log lines of a machine without a GPU
 
@@ -102,11 +104,25 @@ def server_environment(dist: Path) -> dict[str, str]:
     return env
 
 
-def server_command(dist: Path, repository: Path, backends: Path, endpoints: Endpoints) -> list[str]:
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now (the kernel's choice; another process could take one first)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def server_command(dist: Path, repository: Path, backends: Path, endpoints: Endpoints, http_port: int) -> list[str]:
+    """Triton's command line: gRPC and metrics on the endpoints' address, HTTP on `http_port` of the loopback
+    (behind `serve.http_guard`)."""
     host = endpoints.host
     return [str(dist / "bin" / "tritonserver"), f"--model-repository={repository}", f"--backend-directory={backends}",
             "--disable-auto-complete-config", "--strict-readiness=true", f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-            f"--http-address={host}", f"--http-port={endpoints.http_port}",
+            f"--http-address={LOOPBACK}", f"--http-port={http_port}",
             f"--grpc-address={host}", f"--grpc-port={endpoints.grpc_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={host}",
             f"--metrics-port={endpoints.metrics_port}"]
@@ -134,14 +150,14 @@ class TritonProcess:
         assert self.process is not None
         return self.process.poll()
 
-    def wait_ready(self, endpoints: Endpoints, stop: Callable[[], bool], timeout: float = READY_TIMEOUT_S) -> bool:
+    def wait_ready(self, ready_url: str, stop: Callable[[], bool], timeout: float = READY_TIMEOUT_S) -> bool:
         """True once Triton's readiness endpoint answers 200; False if `stop()` turned true first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not stop():
             if self.exited() is not None:
                 raise UserError(f"tritonserver stopped before it was ready: {self.first_error()}")
             try:
-                with urllib.request.urlopen(endpoints.ready_url, timeout=2) as answer:
+                with urllib.request.urlopen(ready_url, timeout=2) as answer:
                     if answer.status == 200:
                         return True
             except (urllib.error.URLError, OSError):
@@ -149,7 +165,8 @@ class TritonProcess:
             time.sleep(0.2)
         if stop():
             return False
-        raise UserError(f"tritonserver was not ready after {timeout:.0f} s: see its log, {self.log_file}")
+        raise UserError(f"tritonserver was not ready after {timeout:.0f} s: start fewer or smaller exports, or "
+                        "check the machine's load")
 
     def stop(self) -> int:
         """SIGTERM: Triton refuses new requests, finishes those in flight, unloads the models; SIGKILL after
@@ -168,6 +185,6 @@ class TritonProcess:
         lines = self.log_file.read_text(errors="replace").splitlines() if self.log_file.is_file() else []
         errors = [line for line in lines if line.startswith("E") and not any(h in line.lower() for h in _HARMLESS)]
         if not errors:
-            return f"exit code {self.exited()}, see {self.log_file}"
+            return f"see its log, {self.log_file}"
         message = errors[0].split("] ", 1)[-1].strip().strip('"')
         return " ".join(message.replace('\\"', '"').split())
