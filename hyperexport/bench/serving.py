@@ -33,17 +33,15 @@ Payload = dict[str, np.ndarray]  # input name -> array with a batch axis
 class ServeProcess:
     """`hyperexport serve EXPORTS... OPTIONS...` in a child process, on free ports of 127.0.0.1."""
 
-    def __init__(self, exports: Sequence[str | Path], *options: str, cwd: Path | None = None):
-        self.endpoints = Endpoints("127.0.0.1", *free_ports(3))
+    def __init__(self, exports: Sequence[str | Path], *options: str, endpoints: Endpoints | None = None):
+        self.endpoints = endpoints or Endpoints("127.0.0.1", *free_ports(3))
         ports = ["--http-port", str(self.endpoints.http_port), "--grpc-port", str(self.endpoints.grpc_port),
                  "--metrics-port", str(self.endpoints.metrics_port)]
         self.command = [sys.executable, "-m", "hyperexport_cli", "serve", *map(str, exports), *ports, *options]
-        self.cwd = cwd
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 300) -> ServeProcess:
-        self.process = subprocess.Popen(self.command, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
