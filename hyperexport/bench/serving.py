@@ -173,3 +173,39 @@ def batch_sizes(endpoints: Endpoints, model: str) -> dict[int, int]:
     with urllib.request.urlopen(f"http://{endpoints.http}/v2/models/{model}/stats", timeout=10) as answer:
         stats = json.load(answer)["model_stats"][0]
     return {int(entry["batch_size"]): int(entry["compute_infer"]["count"]) for entry in stats.get("batch_stats", [])}
+
+
+def in_process(export_dir: str | Path, examples: Sequence[dict], batch_sizes: Sequence[int],
+               latency_calls: int) -> dict:
+    """`predict`'s path in this process (examples formatted, tokenized, run by ONNX Runtime, labelled):
+    throughput at each batch size over all `examples`, and latency percentiles of `latency_calls`
+    single-example calls: what the server is compared with."""
+    from hyperexport.contracts.export import ExportFolder
+    from hyperexport.model.build import load_tokenizer
+    from hyperexport.runtime.examples import read_sources
+    from hyperexport.runtime.exports import export_backend
+    from hyperexport.runtime.heads import label_examples
+
+    export = ExportFolder.open(export_dir)
+    facts, tokenizer = export.facts, load_tokenizer(str(export.tokenizer_dir))
+
+    def label(rows: Sequence[dict], batch: int) -> None:
+        label_examples(backend, tokenizer, facts, read_sources(facts, list(rows)), head="classify", batch_size=batch)
+
+    throughput = {}
+    with export_backend(export) as backend:
+        label(examples[:4], 4)  # sessions made, first-call work done
+        for batch in batch_sizes:
+            start = time.perf_counter()
+            for first in range(0, len(examples), batch):
+                label(examples[first:first + batch], batch)
+            throughput[batch] = len(examples) / (time.perf_counter() - start)
+        latencies = []
+        for index in range(latency_calls):
+            start = time.perf_counter()
+            label(examples[index % len(examples):index % len(examples) + 1], 1)
+            latencies.append(1000 * (time.perf_counter() - start))
+    p50, p95, p99 = (float(np.percentile(latencies, q)) for q in (50, 95, 99))
+    best = max(throughput, key=throughput.__getitem__)
+    return {"throughput_per_s": throughput, "best_batch": best, "best_throughput_per_s": throughput[best],
+            "batch1_p50_ms": p50, "batch1_p95_ms": p95, "batch1_p99_ms": p99}
