@@ -14,8 +14,8 @@ it from an asyncio client in this process, and builds and verifies the export it
 release work rather than a user's measurement. Every cell is bounded by a request count and a time.
 The client shares the machine's cores with the server, so on a small machine the ratios include the
 client's own cost. The in-process baseline is `predict`'s path (format, tokenize, ONNX Runtime, label)
-at batch sizes 1, 4, 16 and 32; its best throughput and its batch-1 latency are what the server is
-compared with.
+at batch sizes 1, 4, 16 and 32, measured in this process right before each repeat's sweep (the server
+idle); its best throughput and its batch-1 latency are what that repeat's cells are compared with.
 """
 
 from __future__ import annotations
@@ -83,20 +83,19 @@ def machine() -> dict:
             "tritonclient": version("tritonclient"), "load_average_start": os.getloadavg()}
 
 
-def sweep(server: ServeProcess, model: str, payloads: list, args) -> list[dict]:
+def sweep(server: ServeProcess, model: str, payloads: list, args, repeat: int) -> list[dict]:
     rows = []
-    for repeat in range(args.repeats):
-        for protocol in ("http", "grpc"):
-            for concurrency in args.concurrency:
-                formed_before = batch_sizes(server.endpoints, model)
-                result = run_load(server.endpoints, protocol, model, payloads, concurrency, args.requests,
-                                  args.seconds).summary()
-                formed = _difference(batch_sizes(server.endpoints, model), formed_before)
-                executions = sum(formed.values())
-                rows.append({**result, "repeat": repeat, "batches_formed": formed,
-                             "mean_batch": sum(size * n for size, n in formed.items()) / max(executions, 1),
-                             "server_rss_mb": server_rss_mb(server.process.pid)})
-                print(_line(rows[-1]), file=sys.stderr)
+    for protocol in ("http", "grpc"):
+        for concurrency in args.concurrency:
+            formed_before = batch_sizes(server.endpoints, model)
+            result = run_load(server.endpoints, protocol, model, payloads, concurrency, args.requests,
+                              args.seconds).summary()
+            formed = _difference(batch_sizes(server.endpoints, model), formed_before)
+            executions = sum(formed.values())
+            rows.append({**result, "repeat": repeat, "batches_formed": formed,
+                         "mean_batch": sum(size * n for size, n in formed.items()) / max(executions, 1),
+                         "server_rss_mb": server_rss_mb(server.process.pid)})
+            print(_line(rows[-1]), file=sys.stderr)
     return rows
 
 
@@ -128,19 +127,20 @@ def soak(server: ServeProcess, model: str, payloads: list, total: int) -> dict:
             "rss_mb_after": round(after, 1), "rss_growth_percent": round(100 * (after / before - 1), 2)}
 
 
-def ratios(rows: list[dict], local: dict) -> dict:
-    """Per protocol and repeat: throughput at concurrency 16 over in-process at its best batch size,
-    and p99 at concurrency 1 over the in-process batch-1 p99 (and p50)."""
+def ratios(rows: list[dict], local: list[dict]) -> dict:
+    """Per protocol and repeat, against the in-process figures measured just before that repeat:
+    throughput at concurrency 16 over in-process at its best batch size, and p99 at concurrency 1 over
+    the in-process batch-1 p99 (and p50)."""
     found = {}
     for row in rows:
-        key = f"{row['protocol']}#{row['repeat']}"
+        key, base = f"{row['protocol']}#{row['repeat']}", local[row["repeat"]]
         if row["concurrency"] == 16:
             found.setdefault(key, {})["throughput_c16_vs_in_process_best"] = round(
-                row["throughput_per_s"] / local["best_throughput_per_s"], 3)
+                row["throughput_per_s"] / base["best_throughput_per_s"], 3)
         if row["concurrency"] == 1:
             found.setdefault(key, {}).update({
-                "p99_c1_vs_in_process_p99": round(row["p99_ms"] / local["batch1_p99_ms"], 3),
-                "p99_c1_vs_in_process_p50": round(row["p99_ms"] / local["batch1_p50_ms"], 3)})
+                "p99_c1_vs_in_process_p99": round(row["p99_ms"] / base["batch1_p99_ms"], 3),
+                "p99_c1_vs_in_process_p50": round(row["p99_ms"] / base["batch1_p50_ms"], 3)})
     return found
 
 
@@ -178,13 +178,15 @@ def run(export: Path, args) -> dict:
     # MULTITASK (issue 13): a multi-task export serves its tasks as one model; --tasks mixes their traffic
     payloads = payloads_for(tasks, table.multi_task, 64)
     facts = machine()
-    local = in_process(export, examples_of(tasks[0], 256), IN_PROCESS_BATCHES, 200)
-    print(f"in-process: {local}", file=sys.stderr)
     model = served_model_name(folder.manifest.task, "classify")  # serve's default name: the export's task
+    local, rows = [], []
     with ServeProcess([export]) as server:
         for protocol in ("http", "grpc"):
             run_load(server.endpoints, protocol, model, payloads, 4, 200, 60)  # warm
-        rows = sweep(server, model, payloads, args)
+        for repeat in range(args.repeats):  # in-process right before each sweep (the server idle): neighbours in time
+            local.append(in_process(export, examples_of(tasks[0], 256), IN_PROCESS_BATCHES, 200))
+            print(f"in-process: {local[-1]}", file=sys.stderr)
+            rows += sweep(server, model, payloads, args, repeat)
         soaked = soak(server, model, payloads, args.soak) if args.soak else None
         code, _, err = server.stop()
     facts["load_average_end"] = os.getloadavg()

@@ -5,9 +5,9 @@ under load (every request in flight is answered), and a soak of 20,000 requests 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -123,4 +123,4 @@ def test_a_soak_of_20000_requests_grows_resident_memory_by_at_most_5_percent(exp
         assert (len(result.latencies_ms), result.failures) == (10_000, 0), result.first_failure
     assert after <= 1.05 * before, f"resident memory {before:.0f} MB -> {after:.0f} MB"
     print(f"soak: 20,000 requests, resident memory {before:.1f} MB -> {after:.1f} MB ({100 * (after / before - 1):+.2f}%)",
-          file=os.sys.stderr)
+          file=sys.stderr)

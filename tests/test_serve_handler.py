@@ -4,14 +4,16 @@ process runs), the config.pbtxt of every interface parsed back with Triton's pro
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
-from conftest import SHORT_RTE_EXAMPLES, verified_tiny_export
+from conftest import SHORT_RTE_EXAMPLES, reseal, verified_tiny_export
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from hyperexport.contracts.export import ExportFolder
+from hyperexport.errors import UserError
 from hyperexport.runtime.exports import export_backend
 from hyperexport.runtime.generation import greedy_generate
 from hyperexport.runtime.heads import label_examples
@@ -139,3 +141,19 @@ def test_a_single_task_export_takes_its_own_task_or_none(export):
     assert table.labels_json() == {"rte": ["0", "1"]}
     with pytest.raises(UnknownTask, match="unknown task 'sst2': m serves rte"):
         table.index("sst2", "m")
+
+
+def test_a_tokenizer_that_asks_for_its_own_code_is_refused_without_running_it(export, tmp_path):
+    """An export (resealed, so its manifest checks out) whose tokenizer names a Python file of its own."""
+    copy, marker = tmp_path / "export", tmp_path / "code-ran"
+    shutil.copytree(export, copy)
+    config = copy / "tokenizer" / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    settings.update(tokenizer_class="ByT5Custom", auto_map={"AutoTokenizer": ["custom.ByT5Custom", None]})
+    config.write_text(json.dumps(settings))
+    (copy / "tokenizer" / "custom.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                                   "from transformers import ByT5Tokenizer as ByT5Custom\n")
+    reseal(copy)
+    with pytest.raises(UserError, match="cannot load the tokenizer of"):
+        ServedModel(copy, "classify", "rte_classify")
+    assert not marker.exists()

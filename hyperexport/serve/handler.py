@@ -56,7 +56,10 @@ def export_tokenizer(export: ExportFolder):
 
     if export.tokenizer_dir is None:
         raise UserError(f"{export.path} has no tokenizer: import its run again with --tokenizer, then export")
-    return AutoTokenizer.from_pretrained(str(export.tokenizer_dir), trust_remote_code=False)
+    try:
+        return AutoTokenizer.from_pretrained(str(export.tokenizer_dir), trust_remote_code=False)
+    except (OSError, ValueError) as error:  # e.g. a tokenizer that asks for its own code: refused, not run
+        raise UserError(f"cannot load the tokenizer of {export.path}: {str(error).strip().splitlines()[0]}") from None
 
 
 class ServedModel:

@@ -51,13 +51,17 @@ class Endpoints:
         """Where a client on this machine reaches the server."""
         return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
 
+    def _address(self, port: int) -> str:
+        host = self.client_host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
+
     @property
     def http(self) -> str:
-        return f"{self.client_host}:{self.http_port}"
+        return self._address(self.http_port)
 
     @property
     def grpc(self) -> str:
-        return f"{self.client_host}:{self.grpc_port}"
+        return self._address(self.grpc_port)
 
     @property
     def ready_url(self) -> str:
@@ -65,7 +69,7 @@ class Endpoints:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.client_host}:{self.metrics_port}/metrics"
+        return f"http://{self._address(self.metrics_port)}/metrics"
 
 
 def distribution() -> Path:
