@@ -7,12 +7,15 @@ Triton 2.51, with its Python backend), run as a child process of `serve`.
   library folder goes first (a system libpython of another patch release fails inside the stub), and its
   `bin/` first on PATH, so the stub's Python is this environment, hyperexport included. The served
   models run ONNX Runtime or TensorRT, so transformers loads tokenizers without torch (USE_TORCH=0);
-- process: its own session (a terminal's Ctrl-C reaches `serve`, which stops Triton in order, not the
-  backend processes mid-request), and killed with `serve` if `serve` is killed (Linux parent-death signal).
+- process: its own session and process group (a terminal's Ctrl-C reaches `serve`, which stops Triton in
+  order, not the backend processes mid-request). If `serve` is killed, Triton dies with it (Linux
+  parent-death signal) and a watchdog shell kills Triton's group: a model process caught mid-request
+  when its Triton died was seen hanging for good instead of exiting, as it does otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -132,6 +135,10 @@ def server_command(dist: Path, repository: Path, backends: Path, endpoints: Endp
             f"--metrics-port={endpoints.metrics_port}"]
 
 
+# the watchdog: stdin is a pipe only serve writes to, so it reads EOF when serve ends, however it ends
+_WATCHDOG = "read _; kill -s KILL -- -{group} 2>/dev/null"  # POSIX form: dash has no -KILL --
+
+
 def _die_with_parent() -> None:  # in the child, before exec
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -143,12 +150,16 @@ class TritonProcess:
     def __init__(self, command: list[str], env: dict[str, str], log_file: Path):
         self.command, self.env, self.log_file = command, env, log_file
         self.process: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log_file, "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True,
                                             preexec_fn=_die_with_parent)
+        self.watchdog = subprocess.Popen(["/bin/sh", "-c", _WATCHDOG.format(group=self.process.pid)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
 
     def exited(self) -> int | None:
         assert self.process is not None
@@ -176,13 +187,21 @@ class TritonProcess:
         """SIGTERM: Triton refuses new requests, finishes those in flight, unloads the models; SIGKILL after
         its exit timeout. Returns its exit code."""
         assert self.process is not None
+        if self.watchdog is not None:  # stopped here in order: the watchdog is not needed
+            self.watchdog.kill()
+            self.watchdog.wait()
+            self.watchdog.stdin.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(EXIT_TIMEOUT_S + 15)
+                self.process.wait(EXIT_TIMEOUT_S + 15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        return self.process.wait()
+        code = self.process.wait()
+        if code != 0:  # a crashed or killed Triton: its model processes may outlive it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        return code
 
     def first_error(self) -> str:
         """The first error line of Triton's log, without its timestamp and source location."""
