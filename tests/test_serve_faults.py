@@ -87,9 +87,10 @@ def pending_requests(server: ServeProcess, model: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_sigterm_under_load_answers_every_request_in_flight(export):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_under_load_answers_every_request_in_flight(export, stop):
     """16 requests (8 over HTTP through serve's guard, 8 over gRPC) wait in Triton's queue (3 s delay) when
-    serve gets SIGTERM: all 16 are answered, then serve ends cleanly and removes its folder."""
+    serve gets SIGTERM (or SIGINT, Ctrl-C): all 16 are answered, then serve ends cleanly and removes its folder."""
     server = ServeProcess([export], "--max-queue-delay-us", "3000000", "--max-batch-size", "64").start()
     folders = list(Path(tempfile.gettempdir()).glob(f"{SERVE_FOLDER_PREFIX}{server.process.pid}-*"))
     loads = [in_background(server.endpoints, protocol, "rte_classify", PAYLOADS, 8, 8, 60.0)
@@ -98,13 +99,13 @@ def test_sigterm_under_load_answers_every_request_in_flight(export):
     while pending_requests(server, "rte_classify") < 16 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pending_requests(server, "rte_classify") == 16
-    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(stop)
     for thread, _ in loads:
         thread.join()
     code, out, err = server.stop()
     for _, [result] in loads:
         assert (len(result.latencies_ms), result.failures) == (8, 0), result.first_failure
-    assert code == 0 and "stopped (SIGTERM): in-flight requests finished" in out, err
+    assert code == 0 and f"stopped ({stop.name}): in-flight requests finished" in out, err
     assert folders and not any(folder.exists() for folder in folders)
 
 
