@@ -10,8 +10,9 @@
    that crash Triton 2.51 away from it. `serve` reports the endpoints once Triton's own
    `/v2/health/ready` answers.
 4. SIGINT or SIGTERM: the guard takes no new connections and Triton is stopped with SIGTERM, so it
-   refuses new requests and finishes those in flight; then the folder is removed. A killed `serve` takes Triton with it; the next `serve` removes
-   the folders of processes that are gone.
+   refuses new requests and finishes those in flight; then the folder is removed. A killed `serve`
+   takes Triton and its model processes with it; the next `serve` removes the folders of processes
+   that are gone.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def _check_port(host: str, port: int, option: str) -> None:
         try:
             sock.bind((host, port))
         except OSError as error:
-            raise UserError(f"cannot listen on {host}:{port} ({error.strerror}): choose another {option}, or stop "
-                            "what uses it") from None
+            reason = error.strerror or error
+            raise UserError(f"cannot listen on {host}:{port} ({reason}): choose another {option}, or stop what uses "
+                            "it") from None
 
 
 async def _serve_http(guard: HttpGuard, process: TritonProcess, stop: Callable[[], int | None],
