@@ -16,6 +16,7 @@ from hyperexport_cli.app import app  # noqa: E402
 from hyperexport_cli.commands import training  # noqa: E402, F401, I001  (registration, in the order of the path)
 from hyperexport_cli.commands import shipping  # noqa: E402, F401, I001
 from hyperexport_cli.commands import deploying  # noqa: E402, F401, I001
+from hyperexport_cli.commands import serving  # noqa: E402, F401, I001
 from hyperexport_cli.commands import benchmarking  # noqa: E402, F401, I001
 
 

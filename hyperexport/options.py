@@ -18,6 +18,8 @@ FORMATS: tuple[Format, ...] = get_args(Format)
 EXPORT_HEADS: tuple[ExportHead, ...] = get_args(ExportHead)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 TUNES: tuple[Tune, ...] = get_args(Tune)
+# what ONNX Runtime's CPU provider runs (it has no bf16 kernels, e.g. Sub)
+CPU_RUNNABLE: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 
 DEFAULT_DEVICE: Device = "auto"
 DEFAULT_SPLIT: Split = "test"
@@ -35,3 +37,8 @@ DEFAULT_BENCH_BATCHES = "1,8,32"
 DEFAULT_BENCH_SEQ = 128
 DEFAULT_BENCH_ROUNDS = 10
 DEFAULT_TRITON_REPO = "triton-repo"
+DEFAULT_SERVE_HOST = "127.0.0.1"  # serve binds to the loopback unless --host says otherwise
+DEFAULT_HTTP_PORT, DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT = 8000, 8001, 8002  # Triton's own defaults
+DEFAULT_SERVE_MAX_BATCH = 32  # requests' rows Triton's dynamic batcher joins into one execution
+DEFAULT_MAX_QUEUE_DELAY_US = 0  # 0: a batch is whatever queued while the model was busy; no added wait
+DEFAULT_SERVE_INSTANCES = 1  # model instances (processes) per served model; ONNX Runtime uses every core in each

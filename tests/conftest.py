@@ -72,3 +72,25 @@ def reseal(folder: Path) -> None:
     manifest = json.loads((folder / names.MANIFEST_FILE).read_text())
     manifest["files"] = sealing.sealed_files(folder, manifest["stage"])
     publish.write_json(folder / names.MANIFEST_FILE, manifest)
+
+
+def verified_tiny_export(root: Path) -> Path:
+    """`tiny_rte_export` with a passed parity report (what `serve` and `deploy` accept)."""
+    from hyperexport.verify.parity import verify
+
+    _, export = tiny_rte_export(root)
+    assert verify(export, max_examples=8)["passed"]
+    return export
+
+
+# rte examples short enough for the tiny recipe's max_source_length (64 byte tokens, template included)
+SHORT_RTE_EXAMPLES = [{"sentence1": f"a {word} fox", "sentence2": f"a {other}"}
+                      for word, other in (("red", "cat"), ("big", "fox"), ("old", "dog"), ("shy", "fox"), ("sly", "hen"))]
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}

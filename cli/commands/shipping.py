@@ -114,21 +114,32 @@ def verify(
 
 @app.command(epilog="Example: hyperexport predict exports/rte/onnx "
                      "'{\"sentence1\": \"a cat sings\", \"sentence2\": \"a cat\"}'  |  "
-                     "hyperexport predict exports/rte/onnx --input examples.jsonl --json")
+                     "hyperexport predict exports/rte/onnx --input examples.jsonl --json  |  "
+                     "hyperexport predict rte --url 127.0.0.1:8001 --input examples.jsonl")
 @user_errors
 def predict(
-    export_dir: ExportArg,
+    export_dir: Annotated[Path, typer.Argument(
+        help="An export folder (hyperexport export); with --url, the name the server serves it as (its task).",
+        show_default=False)],
     text: Annotated[str | None, typer.Argument(
         help="One example: a JSON object of the task's fields, or the plain text of a one-field task.",
         show_default=False)] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="JSONL file, one JSON object per line.")] = None,
     task: Annotated[str | None, typer.Option(
         help="Multi-task export: the task of every example (else each names its own in a `task` field).")] = None,
+    url: Annotated[str | None, typer.Option(
+        help="Send the examples to a `hyperexport serve` server instead: HOST:PORT (gRPC) or http://HOST:PORT.",
+        show_default=False)] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Label new examples with an export folder (ONNX Runtime on the CPU, TensorRT plans on a GPU); warns on
-    truncated inputs."""
-    from hyperexport.runtime.predict import predict as predict_examples
+    """Label new examples with an export folder (ONNX Runtime on the CPU, TensorRT plans on a GPU), or with a
+    server's models (--url); warns on truncated inputs (a server refuses them)."""
+    if url is not None:
+        from hyperexport.serve.remote import predict_remote
 
-    results = predict_examples(export_dir, text=text, input_file=input_file, task=task)
+        results = predict_remote(url, str(export_dir), text=text, input_file=input_file, task=task)
+    else:
+        from hyperexport.runtime.predict import predict as predict_examples
+
+        results = predict_examples(export_dir, text=text, input_file=input_file, task=task)
     print_json(results) if json_output else print_predictions(results)

@@ -61,6 +61,12 @@ TRITON_CONFIG_FILE = "config.pbtxt"
 MODEL_VERSION = "1"
 TRITON_MODEL_FILES = {"tensorrt": "model.plan", "onnx": "model.onnx"}
 
+# ---- a served model repository (`serve`): a temporary folder owned by the serve process -----------------
+SERVE_FOLDER_PREFIX = "hyperexport-serve-"  # <tmp>/hyperexport-serve-<pid>-<random>/, removed when serve stops
+PYTHON_MODEL_FILE = "model.py"  # models/<model>/1/model.py: Triton's Python backend runs it; it imports hyperexport
+BACKENDS_DIR = "backends"  # backends/python/: links to the Python backend of nvidia-pytriton's tritonserver
+SERVER_LOG_FILE = "tritonserver.log"
+
 
 def plan_name(graph_file: str) -> str:
     """`encoder_model.onnx` -> `encoder_model.plan`."""

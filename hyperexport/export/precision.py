@@ -20,7 +20,6 @@ from hyperexport.options import PRECISIONS
 FLOAT_PRECISIONS = tuple(p for p in PRECISIONS if p != "int8")  # what a graph's floats are (TensorRT's choices too)
 HALF_PRECISIONS = ("fp16", "bf16")
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
-CPU_RUNNABLE = ("fp32", "fp16", "int8")  # ONNX Runtime's CPU provider lacks bf16 kernels (e.g. Sub)
 
 
 def cast_to_precision(model: nn.Module, precision: str) -> nn.Module:

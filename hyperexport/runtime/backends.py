@@ -45,7 +45,7 @@ def onnxruntime_provider(precision: str) -> str | None:
     """The ONNX Runtime execution provider that can run graphs of `precision` here, or None."""
     import onnxruntime as ort
 
-    from hyperexport.export.precision import CPU_RUNNABLE
+    from hyperexport.options import CPU_RUNNABLE
 
     if precision in CPU_RUNNABLE:
         return CPU_PROVIDER

@@ -52,9 +52,9 @@ def read_task_sources(table: TaskTable, task: str | None, examples: Sequence[dic
     elif text is not None and not text.lstrip().startswith("{"):  # the plain text of a one-field task
         row = table.index(_default_task(table, task, "TEXT"))
         facts = table.tasks[row].facts
-        return [row], [facts.template.format(**_example_from_text(text, facts.task, template_fields(facts.template)))]
+        return [row], [facts.template.format(**example_from_text(text, facts.task, template_fields(facts.template)))]
     else:
-        values = [("TEXT", _parse_json(text, "TEXT"))] if text is not None else list(_jsonl_values(Path(input_file)))
+        values = [("TEXT", _parse_json(text, "TEXT"))] if text is not None else list(jsonl_values(Path(input_file)))
     rows = [_task_row(table, value, where, task) for where, value in values]
     sources = []
     for row, (where, value) in zip(rows, values):
@@ -68,7 +68,7 @@ def _task_row(table: TaskTable, value: object, where: str, task: str | None) -> 
     if named is None:
         return table.index(_default_task(table, task, where))
     if isinstance(named, bool) or not isinstance(named, (str, int)):
-        raise UserError(f"{where}: field {TASK_FIELD} is {_kind(named)}; give a task name ({', '.join(table.names)}) "
+        raise UserError(f"{where}: field {TASK_FIELD} is {json_kind(named)}; give a task name ({', '.join(table.names)}) "
                         "or its row number")
     if isinstance(named, int) and not 0 <= named < len(table.names):
         raise UserError(f"{where}: task id {named} is out of range: the export has {len(table.names)} tasks "
@@ -98,21 +98,24 @@ def read_examples(task: str, template: str, text: str | None = None,
     if (text is None) == (input_file is None):
         raise UserError(ONE_SOURCE)
     if text is not None:
-        return [_example_from_text(text, task, fields)]
-    return [_example(value, where, task, fields) for where, value in _jsonl_values(Path(input_file))]
+        return [example_from_text(text, task, fields)]
+    return [_example(value, where, task, fields) for where, value in jsonl_values(Path(input_file))]
 
 
-def _example_from_text(text: str, task: str, fields: tuple[str, ...]) -> dict[str, str]:
+def example_from_text(text: str, task: str, fields: tuple[str, ...], where: str = "TEXT") -> dict[str, str]:
+    """The fields of one example given as text (`where` names it in errors): a JSON object of the fields,
+    or the plain text of a one-field template."""
     if not text.strip():
-        raise UserError("TEXT is empty: pass the example's text, or a JSON object of its fields")
+        raise UserError(f"{where} is empty: pass the example's text, or a JSON object of its fields")
     if text.lstrip().startswith("{"):
-        return _example(_parse_json(text, "TEXT"), "TEXT", task, fields)
+        return _example(_parse_json(text, where), where, task, fields)
     if len(fields) > 1:
         raise UserError(f"task {task} needs fields {', '.join(fields)}: pass a JSON object")
-    return {fields[0]: _checked_text(text, "TEXT", fields[0])}
+    return {fields[0]: _checked_text(text, where, fields[0])}
 
 
-def _jsonl_values(path: Path) -> Iterator[tuple[str, object]]:
+def jsonl_values(path: Path) -> Iterator[tuple[str, object]]:
+    """(`<path>:<line>`, the parsed JSON value) per non-blank line of a JSONL file; bad files are one line."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 may sit in a string
     except FileNotFoundError:
@@ -144,7 +147,7 @@ def _parse_json(text: str, where: str) -> object:
 
 def _example(value: object, where: str, task: str, fields: tuple[str, ...]) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise UserError(f"{where} is {_kind(value)}, not a JSON object: give the fields {', '.join(fields)}")
+        raise UserError(f"{where} is {json_kind(value)}, not a JSON object: give the fields {', '.join(fields)}")
     missing = [field for field in fields if field not in value]
     if missing:
         raise UserError(f"{where} lacks field {', '.join(missing)}: task {task} needs fields {', '.join(fields)}")
@@ -153,7 +156,7 @@ def _example(value: object, where: str, task: str, fields: tuple[str, ...]) -> d
 
 def _checked_text(value: object, where: str, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UserError(f"{where}: field {field} is {_kind(value)}; give it as a string")
+        raise UserError(f"{where}: field {field} is {json_kind(value)}; give it as a string")
     text = str(value)
     try:
         text.encode("utf-8")
@@ -162,7 +165,7 @@ def _checked_text(value: object, where: str, field: str) -> str:
     return text
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
     kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
     return kinds.get(type(value), "a number")
 

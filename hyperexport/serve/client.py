@@ -27,6 +27,7 @@ from hyperexport.contracts.names import (
     graph_stem,
 )
 from hyperexport.contracts.task import TaskFacts
+from hyperexport.contracts.task_table import TaskTable, has_task_table
 from hyperexport.errors import UserError
 from hyperexport.runtime.backends import (
     Feeds,
@@ -34,7 +35,6 @@ from hyperexport.runtime.backends import (
     OnnxRuntimeBackend,
     Outputs,
 )
-from hyperexport.contracts.task_table import TaskTable, has_task_table
 from hyperexport.runtime.examples import examples_from_list, read_task_sources
 from hyperexport.runtime.heads import label_examples
 from hyperexport.runtime.multitask import label_task_examples

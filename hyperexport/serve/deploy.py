@@ -38,8 +38,8 @@ from hyperexport.contracts.names import (
     MANIFEST_FILE,
     MODEL_VERSION,
     MODELS_DIR,
-    PARITY_REPORT_FILE,
     MULTITASK_EXPORT,
+    PARITY_REPORT_FILE,
     TASK_FILE,
     TASK_TABLE_FILE,
     TOKENIZER_DIR,
@@ -61,12 +61,12 @@ def model_name(task: str, graph: str) -> str:
     return f"{task}_{graph_stem(graph)}"
 
 
-def require_passed_parity(export: ExportFolder) -> None:
-    """Refuse an export whose `verify` did not pass, or passed for another precision."""
+def require_passed_parity(export: ExportFolder, purpose: str = "deploying") -> None:
+    """Refuse an export whose `verify` did not pass, or passed for another precision (before `purpose`)."""
     verdict = export.parity()
     if not verdict.passed:
         raise UserError(f"{export.path} failed verify (see {export.path / PARITY_REPORT_FILE}): fix the export and "
-                        "verify it before deploying")
+                        f"verify it before {purpose}")
     if verdict.precision != export.manifest.precision:
         raise UserError(f"{export.path / PARITY_REPORT_FILE} is for precision {verdict.precision}, the export is "
                         f"{export.manifest.precision}: run `hyperexport verify {export.path}` first")

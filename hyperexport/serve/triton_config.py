@@ -6,7 +6,8 @@ the profile's max batch (every tensor's first axis is `batch_size`, so Triton's 
 inputs and outputs with Triton data types and dims (-1 for a named axis), dynamic batching, and for
 plans one GPU instance on optimization profile 0. `config_text` prints it with protobuf's text format.
 `check_model_config(...)` compares a message's names, data types and dims with the io spec: the
-semantic part that the protobuf schema cannot check.
+semantic part that the protobuf schema cannot check. `python_model_config(...)` is the message of a model
+`serve` runs on Triton's Python backend (`serve.interfaces`: its tensors).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
     from hyperexport.contracts.export import GraphIo, TensorSpec
+    from hyperexport.serve.interfaces import Interface
 
 PLATFORMS = {"tensorrt": "tensorrt_plan", "onnx": "onnxruntime_onnx"}
+PYTHON_BACKEND = "python"
 BATCH_AXIS = "batch_size"
 PLAN_PROFILE = "0"  # a plan's single optimization profile
 TRITON_DTYPES = {"float": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "double": "TYPE_FP64",
@@ -72,6 +75,25 @@ def model_config(model_name: str, graph_spec: GraphIo, graph: str, fmt: str, max
     config.dynamic_batching.SetInParent()  # present and empty: Triton's defaults
     if fmt == "tensorrt":
         config.instance_group.add(kind=pb2.ModelInstanceGroup.KIND_GPU, count=1, profile=[PLAN_PROFILE])
+    return config
+
+
+def python_model_config(model_name: str, interface: Interface, max_batch_size: int, max_queue_delay_us: int,
+                        instances: int, parameters: dict[str, str]) -> ModelConfig:
+    """Triton's `ModelConfig` of a model `serve` runs on the Python backend: the interface's tensors, dynamic
+    batching, `instances` CPU instances (processes), and `parameters` (string values) for its model.py."""
+    pb2 = model_config_pb2()
+    config = pb2.ModelConfig(name=model_name, backend=PYTHON_BACKEND, max_batch_size=max_batch_size)
+    for declared, tensors in ((config.input, interface.inputs), (config.output, interface.outputs)):
+        for tensor in tensors:
+            declared.add(name=tensor.name, data_type=pb2.DataType.Value(tensor.data_type), dims=list(tensor.dims))
+    for declared, tensor in zip(config.input, interface.inputs):
+        declared.optional, declared.allow_ragged_batch = tensor.optional, tensor.ragged
+    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    config.dynamic_batching.SetInParent()  # present even with every field at its default
+    config.instance_group.add(kind=pb2.ModelInstanceGroup.KIND_CPU, count=instances)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
     return config
 
 

@@ -26,7 +26,7 @@ COMMANDS = sorted(typer.main.get_command(app).commands)
 
 def test_the_app_has_every_stage_of_the_path():
     assert COMMANDS == sorted(["train", "evaluate", "params", "adapt", "import-hyperformer", "materialize", "export",
-                               "verify", "predict", "deploy", "bench"])
+                               "verify", "predict", "deploy", "serve", "bench"])
 
 
 @pytest.mark.parametrize("command", COMMANDS)
