@@ -28,8 +28,11 @@ DEFAULT_PRECISION = "fp32"
 
 
 def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT_HEAD, opset: int = DEFAULT_OPSET,
-                output: Path | None = None, overwrite: bool = False, precision: str = DEFAULT_PRECISION) -> Path:
-    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`."""
+                output: Path | None = None, overwrite: bool = False, precision: str = DEFAULT_PRECISION,
+                generate_graph: bool = False, store_once: bool = True) -> Path:
+    """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`.
+    `generate_graph`: also `generate_model.onnx` (ONNX Runtime only). `store_once=False` keeps optimum's
+    three generate graphs, each with its own weights (what TensorRT engines are built from)."""
     from hyperexport.export.classify import export_classify_graph, label_token_ids
     from hyperexport.export.generate import export_generate_graphs
     from hyperexport.export.precision import cast_to_precision
@@ -41,6 +44,8 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT
         raise UserError(f"unknown head '{head}': use generate, classify or both")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+    if generate_graph and (head == "classify" or not store_once):
+        raise UserError("--generate-graph needs the generate head (--head generate or both) of an ONNX export")
     run_folder = RunFolder.resolve(run)
     task_dir = run_folder.task_dir(task)
     destination = Path(output) if output is not None else default_export_dir(task, "onnx", precision)
@@ -57,7 +62,9 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT
             export_generate_graphs(model, tmp, opset)
         if head in ("classify", "both"):
             export_classify_graph(model, label_token_ids(tokenizer, facts.labels), tmp / CLASSIFY_GRAPH, opset)
-        if precision == "int8":
+        if store_once:
+            finish_graphs(tmp, precision, generate_graph)
+        elif precision == "int8":
             quantize_folder(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
@@ -68,6 +75,24 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT
             source_run=relative_path(run_folder.path, destination), source_task_sha256=file_hashes(task_dir),
             backbone=TaskFolder.open(task_dir).manifest.backbone))
     return destination
+
+
+def finish_graphs(folder: Path, precision: str, generate_graph: bool = False) -> None:
+    """The post-process of a folder of optimum's graphs (a per-task or a multi-task export): one decoder
+    for every step, int8 quantization, the optional one-graph generator, each weight stored once."""
+    from hyperexport.export.one_decoder import one_decoder
+    from hyperexport.export.quantize import quantize_folder
+    from hyperexport.export.search import add_generate_graph
+    from hyperexport.export.tied_embedding import tie_embedding
+    from hyperexport.export.weights import store_weights_once
+
+    one_decoder(folder)
+    tie_embedding(folder)
+    if precision == "int8":
+        quantize_folder(folder)
+    if generate_graph:
+        add_generate_graph(folder)
+    store_weights_once(folder)
 
 
 def io_spec(folder: Path) -> IoSpec:

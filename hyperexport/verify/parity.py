@@ -2,7 +2,7 @@
 
 Inputs: the task's evaluation (test) split and a seeded batch of random token ids. Runners: PyTorch
 with the hypernetwork (the reference, from the run), PyTorch folded (from the materialized task),
-ONNX Runtime (the export). Per runner and output: max |delta| against the export precision's tolerance
+ONNX Runtime (the export; and its one-graph generator, where it has one). Per runner and output: max |delta| against the export precision's tolerance
 (`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens identical, task metric equal); NaN/Inf
 anywhere fails. The report goes to `<export>/parity_report.json`.
 """
@@ -19,13 +19,13 @@ import torch
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportFolder
-from hyperexport.contracts.names import PARITY_REPORT_FILE
+from hyperexport.contracts.names import GENERATE_MODEL_GRAPH, PARITY_REPORT_FILE
 from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.export.tensorrt.compat import export_compatibility
 from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
-from hyperexport.verify.runners import ExportRunner, ParityInputs, TorchRunner
+from hyperexport.verify.runners import ExportRunner, GenerateGraphRunner, ParityInputs, TorchRunner
 
 if TYPE_CHECKING:
     from hyperexport.contracts.export import GenerationIds
@@ -47,6 +47,7 @@ TOLERANCES = {
 TENSORRT_TOLERANCES = {**TOLERANCES, "fp32": {**TOLERANCES["fp32"], "logits": 1e-3, "scores": 1e-3}}
 REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
 ONNX_RUNTIME, TENSORRT = "onnxruntime", "tensorrt"  # the export's runners
+GENERATE_GRAPH_RUNNER = "onnxruntime_generate_model"  # generate_model.onnx, where the export has it
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
@@ -128,7 +129,10 @@ def _runners(loaded: TrainedRun, task: str, folded: torch.nn.Module, export: Exp
     if provider is None:
         return runners, [{"runner": ONNX_RUNTIME, "reason": f"{precision} graphs need ONNX Runtime's "
                           "CUDAExecutionProvider (onnxruntime-gpu on an NVIDIA GPU); not verified here"}]
-    return runners + [ExportRunner(ONNX_RUNTIME, OnnxRuntimeBackend(export.path, provider), _ids(export))], []
+    runners.append(ExportRunner(ONNX_RUNTIME, OnnxRuntimeBackend(export.path, provider), _ids(export)))
+    if export.has(GENERATE_MODEL_GRAPH):
+        runners.append(GenerateGraphRunner(GENERATE_GRAPH_RUNNER, OnnxRuntimeBackend(export.path, provider), _ids(export)))
+    return runners, []
 
 
 def _check_same_backbone(loaded: TrainedRun, export: ExportFolder) -> None:
