@@ -108,11 +108,16 @@ def export(
         help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Export folder; default exports/<task>/<format>/.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
+    generate_graph: Annotated[bool, typer.Option(
+        "--generate-graph", help="onnx: also generate_model.onnx, the whole greedy loop in one ONNX Runtime graph.")] = False,
 ) -> None:
     """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them."""
     if format == "tensorrt":
         from hyperexport.export.tensorrt.build import export_tensorrt
 
+        if generate_graph:
+            raise UserError("--generate-graph is an ONNX Runtime graph: export it with --format onnx (TensorRT "
+                            "engines run the encoder and decoder graphs)")
         folder = export_tensorrt(run, task=task, head=head, precision=precision, batch=batch, seq=seq, output=output,
                                  overwrite=overwrite, opset=opset, timing_cache=timing_cache)
         typer.echo(f"exported: {folder}")
@@ -121,7 +126,7 @@ def export(
 
     if format != "onnx":
         raise UserError(f"unknown format '{format}': use onnx or tensorrt")
-    typer.echo(f"exported: {export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite, precision=precision)}")
+    typer.echo(f"exported: {export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite, precision=precision, generate_graph=generate_graph)}")
 
 
 @app.command(epilog="Example: hyperexport verify exports/rte/onnx --json")

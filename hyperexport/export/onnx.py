@@ -46,6 +46,8 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: str = DEFAULT
         raise UserError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
     if generate_graph and (head == "classify" or not store_once):
         raise UserError("--generate-graph needs the generate head (--head generate or both) of an ONNX export")
+    if generate_graph and precision == "bf16":
+        raise UserError("--generate-graph needs fp32, fp16 or int8 graphs: ONNX Runtime's BeamSearch takes no bf16")
     run_folder = RunFolder.resolve(run)
     task_dir = run_folder.task_dir(task)
     destination = Path(output) if output is not None else default_export_dir(task, "onnx", precision)
