@@ -13,6 +13,9 @@ with one scale per row (per vocabulary entry), read by both of its users:
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from hyperexport.export.tied_embedding import TIED_TABLE
@@ -33,13 +36,23 @@ def quantize_folder(folder: Path) -> None:
         graph = onnx.load(str(path), load_external_data=False).graph
         heads = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in _tied_heads(graph)]
         quantized = path.with_name(f".{path.name}.int8")
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         nodes_to_exclude=heads)
+        with _quiet_root_logger():  # its advice to pre-process (shape inference) fits static quantization
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                             nodes_to_exclude=heads)
         model = onnx.load(str(quantized))
         if any(t.name == TIED_TABLE for t in model.graph.initializer):
             quantize_table(model.graph)
         save_graph(model, path)
         quantized.unlink()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _tied_heads(graph) -> set[str]:
