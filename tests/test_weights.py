@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from hyperexport.bench.bandwidth import bound_ms, read_bandwidth
 from hyperexport.bench.decode import StepTimer, step_bytes, weight_read_bytes
+from hyperexport.bench.variants import NumpyPast
 from hyperexport.contracts.export import GenerationIds
 from hyperexport.contracts.names import (DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH, GENERATE_MODEL_GRAPH,
                                          GRAPH_WEIGHTS_FILE)
@@ -95,25 +96,6 @@ def test_the_one_graph_generator_and_the_loop_give_the_same_tokens(exports, prec
             assert np.array_equal(one_graph_generate(backend, input_ids, mask, 4, ids, min_new_tokens=least), loop)
 
 
-class NumpyOnly:
-    """A backend without `infer_keeping`: every past goes through numpy."""
-
-    def __init__(self, backend):
-        self.backend, self.max_batch = backend, None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def has(self, graph):
-        return self.backend.has(graph)
-
-    def infer(self, graph, feeds):
-        return self.backend.infer(graph, feeds)
-
-
 def test_kept_past_values_and_numpy_ones_decode_alike_and_the_table_is_mapped_once(exports):
     import onnxruntime as ort
 
@@ -130,7 +112,7 @@ def test_kept_past_values_and_numpy_ones_decode_alike_and_the_table_is_mapped_on
         assert shared(ENCODER_GRAPH)[TIED_TABLE] is shared(DECODER_WITH_PAST_GRAPH)[TIED_TABLE]  # one mapping
         assert TIED_TABLE + PACKED_SUFFIX not in shared(DECODER_WITH_PAST_GRAPH)  # packed by ONNX Runtime
     with OnnxRuntimeBackend(folder) as backend:
-        assert np.array_equal(greedy_generate(NumpyOnly(backend), input_ids, np.ones_like(input_ids), 5, ids,
+        assert np.array_equal(greedy_generate(NumpyPast(backend), input_ids, np.ones_like(input_ids), 5, ids,
                                               min_new_tokens=5), kept)
 
 
@@ -154,7 +136,8 @@ def test_the_tensorrt_check_skips_the_generate_graph_and_export_refuses_it_where
     assert "ONNX Runtime artifact" in report["skipped"][GENERATE_MODEL_GRAPH]
     runner = CliRunner()
     for args, message in ((["--head", "classify"], "--generate-graph needs the generate head"),
-                          (["--format", "tensorrt"], "--generate-graph is an ONNX Runtime graph")):
+                          (["--format", "tensorrt"], "--generate-graph is an ONNX Runtime graph"),
+                          (["--precision", "bf16"], "--generate-graph needs fp32, fp16 or int8 graphs")):
         result = runner.invoke(app, ["export", "--task", "rte", "--generate-graph", "--output", str(tmp_path / "x"),
                                      *args])
         assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "x").exists()

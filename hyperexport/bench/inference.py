@@ -28,7 +28,8 @@ import torch
 from hyperexport.bench.peers import SelfTimed
 from hyperexport.bench.subject import (Subject, adapter_bottleneck, check_settings, load_subject, machine_facts,
                                        random_inputs, torch_threads)
-from hyperexport.bench.variants import GENERATE_GRAPH_VARIANTS, ORT_VARIANTS, VARIANTS, Variants, build_variants
+from hyperexport.bench.variants import (GENERATE_GRAPH_VARIANTS, NUMPY_PAST, ORT_VARIANTS, VARIANTS, Variants,
+                                        build_variants)
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.contracts.names import DECODER_WITH_PAST_GRAPH, HEAD_GRAPHS
 from hyperexport.errors import UserError
@@ -43,7 +44,8 @@ RATIOS = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),
           "ort_fp32_vs_plain_backbone": ("ort_plain_backbone", "ort_fp32"),
           "ort_int8_vs_int8_plain_backbone": ("ort_int8_plain_backbone", "ort_int8"),
           "ort_int8_vs_ort_fp32": ("ort_fp32", "ort_int8"),
-          **{f"{graph}_vs_loop": (loop, graph) for graph, loop in GENERATE_GRAPH_VARIANTS.items()}}
+          **{f"{graph}_vs_loop": (loop, graph) for graph, loop in GENERATE_GRAPH_VARIANTS.items()},
+          "kept_past_vs_numpy_past": (NUMPY_PAST, "ort_int8")}
 
 
 def bench(run: str | Path | None = None, task: str = "", backbone: str | None = None, recipe: str | Path | None = None,

@@ -37,8 +37,12 @@ class SelfTimed(NamedTuple):
 
 
 def require_ctranslate2() -> None:
-    if importlib.util.find_spec("ctranslate2") is None:
+    if not installed("ctranslate2"):
         raise UserError(f"--peers needs CTranslate2, which is not installed here: {PEERS_EXTRA}")
+
+
+def installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
 
 
 def peer_settings(threads: int) -> dict[str, dict]:

@@ -8,7 +8,10 @@
   (`export.onnx.finish_graphs`: one decoder, each weight once, int8 embeddings); the generate head runs
   the one greedy loop, past keys/values kept as OrtValues, every decode step timed (`bench.decode`).
 - `ort_plain_backbone`, `ort_int8_plain_backbone`: the same without adapters (the floor).
-- `ort_fp32_generate_graph`, `ort_int8_generate_graph`: `generate_model.onnx`, the loop in one call.
+- `ort_fp32_generate_graph`, `ort_int8_generate_graph`: `generate_model.onnx`, the loop in one call;
+  `ort_int8_numpy_past`: the int8 loop with its past through numpy every step (what keeping it saves).
+ONNX Runtime's pool threads may spin between the operators of a call (`spin`): `bench` pauses before each
+timed call, so they are idle again when the next variant starts.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ ORT_VARIANTS = {"ort_fp32": ("folded", "fp32"), "ort_int8": ("folded", "int8"),
                 "ort_plain_backbone": ("plain", "fp32"), "ort_int8_plain_backbone": ("plain", "int8")}
 GENERATE_GRAPH_VARIANTS = {"ort_fp32_generate_graph": "ort_fp32", "ort_int8_generate_graph": "ort_int8"}
 VARIANTS = (*TORCH_VARIANTS, *ORT_VARIANTS)
-GENERATE_ONLY = tuple(GENERATE_GRAPH_VARIANTS)
+NUMPY_PAST = "ort_int8_numpy_past"
+GENERATE_ONLY = (*GENERATE_GRAPH_VARIANTS, NUMPY_PAST)
 
 
 @dataclass
@@ -69,18 +73,47 @@ def build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, threa
                            "torch_folded": torch_fn(subject, head, model=built.models["folded"])}
         built.settings.update({v: {"runtime": "pytorch eager, this process", "threads": threads,
                                    "omp_wait_policy": policy} for v in TORCH_VARIANTS})
+        ort = {"runtime": "onnxruntime", "threads": threads, "spinning": True}
         for variant in ORT_VARIANTS:
-            backend = OnnxRuntimeBackend(built.folders[(head, variant)], threads=threads)
+            backend = OnnxRuntimeBackend(built.folders[(head, variant)], threads=threads, spin=True)
             if head == "generate":
                 backend = built.timers.setdefault(variant, StepTimer(backend))
             built.fns[head][variant] = backend_fn(backend, head, subject.new_tokens, _ids(built, head, variant))
-            built.settings[variant] = {"runtime": "onnxruntime", "threads": threads, "loop": "python, kept OrtValues"}
+            built.settings[variant] = {**ort, "loop": "python, past kept as OrtValues"}
         if head == "generate":
-            for variant, loop in GENERATE_GRAPH_VARIANTS.items():
-                backend = OnnxRuntimeBackend(built.folders[(head, loop)], threads=threads)
-                built.fns[head][variant] = graph_fn(backend, subject.new_tokens, _ids(built, head, loop))
-                built.settings[variant] = {"runtime": "onnxruntime", "threads": threads, "loop": GENERATE_MODEL_GRAPH}
+            _generate_only(built, subject, threads)
+            built.settings.update({NUMPY_PAST: {**ort, "loop": "python, past through numpy every step"},
+                                   **{v: {**ort, "loop": GENERATE_MODEL_GRAPH} for v in GENERATE_GRAPH_VARIANTS}})
     return built
+
+
+def _generate_only(built: Variants, subject: Subject, threads: int) -> None:
+    """The one-graph generators, and the int8 loop with its past going through numpy (what keeping it saves)."""
+    for variant, loop in GENERATE_GRAPH_VARIANTS.items():
+        backend = OnnxRuntimeBackend(built.folders[("generate", loop)], threads=threads, spin=True)
+        built.fns["generate"][variant] = graph_fn(backend, subject.new_tokens, _ids(built, "generate", loop))
+    backend = NumpyPast(OnnxRuntimeBackend(built.folders[("generate", "ort_int8")], threads=threads, spin=True))
+    built.fns["generate"][NUMPY_PAST] = backend_fn(backend, "generate", subject.new_tokens,
+                                                   _ids(built, "generate", "ort_int8"))
+
+
+class NumpyPast:
+    """A backend without `infer_keeping`: every step's past keys/values come back as numpy arrays."""
+
+    def __init__(self, backend: GraphBackend):
+        self.backend, self.max_batch = backend, backend.max_batch
+
+    def __enter__(self) -> NumpyPast:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def has(self, graph: str) -> bool:
+        return self.backend.has(graph)
+
+    def infer(self, graph: str, feeds):
+        return self.backend.infer(graph, feeds)
 
 
 def _export(built: Variants, subject: Subject, head: str, source: str, folder: Path) -> None:
