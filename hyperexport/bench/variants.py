@@ -10,8 +10,8 @@
 - `ort_plain_backbone`, `ort_int8_plain_backbone`: the same without adapters (the floor).
 - `ort_fp32_generate_graph`, `ort_int8_generate_graph`: `generate_model.onnx`, the loop in one call;
   `ort_int8_numpy_past`: the int8 loop with its past through numpy every step (what keeping it saves).
-ONNX Runtime's pool threads may spin between the operators of a call (`spin`): `bench` pauses before each
-timed call, so they are idle again when the next variant starts.
+ONNX Runtime's pool threads do not spin (letting them spin made every ONNX Runtime variant 3-5x slower
+on this shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, threa
                            "torch_folded": torch_fn(subject, head, model=built.models["folded"])}
         built.settings.update({v: {"runtime": "pytorch eager, this process", "threads": threads,
                                    "omp_wait_policy": policy} for v in TORCH_VARIANTS})
-        ort = {"runtime": "onnxruntime", "threads": threads, "spinning": True}
+        ort = {"runtime": "onnxruntime", "threads": threads, "spinning": False}
         for variant in ORT_VARIANTS:
-            backend = OnnxRuntimeBackend(built.folders[(head, variant)], threads=threads, spin=True)
+            backend = OnnxRuntimeBackend(built.folders[(head, variant)], threads=threads)
             if head == "generate":
                 backend = built.timers.setdefault(variant, StepTimer(backend))
             built.fns[head][variant] = backend_fn(backend, head, subject.new_tokens, _ids(built, head, variant))
@@ -90,9 +90,9 @@ def build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, threa
 def _generate_only(built: Variants, subject: Subject, threads: int) -> None:
     """The one-graph generators, and the int8 loop with its past going through numpy (what keeping it saves)."""
     for variant, loop in GENERATE_GRAPH_VARIANTS.items():
-        backend = OnnxRuntimeBackend(built.folders[("generate", loop)], threads=threads, spin=True)
+        backend = OnnxRuntimeBackend(built.folders[("generate", loop)], threads=threads)
         built.fns["generate"][variant] = graph_fn(backend, subject.new_tokens, _ids(built, "generate", loop))
-    backend = NumpyPast(OnnxRuntimeBackend(built.folders[("generate", "ort_int8")], threads=threads, spin=True))
+    backend = NumpyPast(OnnxRuntimeBackend(built.folders[("generate", "ort_int8")], threads=threads))
     built.fns["generate"][NUMPY_PAST] = backend_fn(backend, "generate", subject.new_tokens,
                                                    _ids(built, "generate", "ort_int8"))
 

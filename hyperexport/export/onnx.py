@@ -1,7 +1,9 @@
 """`export --format onnx`: a materialized, folded task as ONNX graphs (no hypernetwork inside).
 
 - generate head (`export.generate`): optimum's encoder / decoder / decoder-with-past graphs and
-  `config.json`, so `ORTModelForSeq2SeqLM` loads the folder;
+  `config.json`, then (`finish_graphs`) one decoder for every step, each weight stored once, int8
+  embeddings and optionally `generate_model.onnx`; `store_once=False` keeps optimum's three graphs
+  (`ORTModelForSeq2SeqLM` loads those; TensorRT engines are built from them);
 - classify head (`export.classify`): `classify_model.onnx`, `input_ids`, `attention_mask` -> `scores`
   [batch, num_labels], the teacher-forced log-probability of each label string in one pass.
 The folder (`contracts.export.ExportFolder`) also holds the tokenizer, `task.json`, `io_spec.json` and a

@@ -52,7 +52,7 @@ def store_weights_once(folder: Path) -> None:
 
 
 def initializers(graph) -> Iterator:
-    """Every initializer of `graph` and of its subgraphs (a GreedySearch node's encoder and decoder)."""
+    """Every initializer of `graph` and of its subgraphs (a BeamSearch node's encoder and decoder)."""
     import onnx
 
     yield from graph.initializer

@@ -96,16 +96,15 @@ class OnnxRuntimeBackend:
     e.g. a Triton repository's `models/<name>/1/model.onnx`), each opened on first use.
 
     `threads`: intra-op threads per session (default: ONNX Runtime's, every core). Idle pool threads do
-    not spin, so that several sessions (or PyTorch) can share the cores without slowing each other;
-    `spin=True` lets them spin between the operators of a call (faster decode steps on cores that are
-    otherwise idle: the decode step is some 400 small operators, each waking the pool).
+    not spin, so that several sessions (or PyTorch) can share the cores without slowing each other (on
+    this shared machine, letting them spin made the t5-small decode steps 3-5x slower).
     Weights that several graphs read in place (the tied embedding) are mapped once for all sessions
     (`runtime.shared_weights`).
     """
 
     def __init__(self, folder: str | Path, provider: str = CPU_PROVIDER, threads: int | None = None,
-                 paths: Mapping[str, Path] | None = None, spin: bool = False):
-        self.folder, self.provider, self.threads, self.spin = Path(folder), provider, threads, spin
+                 paths: Mapping[str, Path] | None = None):
+        self.folder, self.provider, self.threads = Path(folder), provider, threads
         self.paths = dict(paths) if paths is not None else None
         self.sessions: dict = {}
         self.shared = None  # SharedWeights, made with the first session
@@ -137,7 +136,7 @@ class OnnxRuntimeBackend:
             options.log_severity_level = 3  # not the warning on each in-place weight (a graph input with a default)
             if self.threads is not None:
                 options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             for name, value in self._shared_weights().initializers(graph).items():
                 options.add_initializer(name, value)
             self.sessions[graph] = ort.InferenceSession(str(self.path(graph)), options, providers=[self.provider])
