@@ -16,7 +16,7 @@ from hyperexport.contracts.export import GenerationIds
 from hyperexport.contracts.names import (DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH, GENERATE_MODEL_GRAPH,
                                          GRAPH_WEIGHTS_FILE)
 from hyperexport.export.onnx import export_onnx
-from hyperexport.export.quantize import INT8_TABLE
+from hyperexport.export.block_int8 import TABLE_BLOCKS, TABLE_U8
 from hyperexport.export.tensorrt.compat import check_export
 from hyperexport.export.tensorrt.profiles import ShapeRanges
 from hyperexport.export.tied_embedding import TIED_TABLE
@@ -73,12 +73,18 @@ def test_the_tied_head_is_a_transpose_of_the_one_table(exports):
     assert encoder_places[TIED_TABLE] == decoder_places[TIED_TABLE] == decoder_places[TIED_TABLE + PACKED_SUFFIX]
 
 
-def test_int8_quantizes_the_embedding_too(exports):
+def test_int8_quantizes_the_embedding_too_and_the_decode_step_in_blocks(exports):
     folder = exports["int8"]
     for name in (ENCODER_GRAPH, DECODER_WITH_PAST_GRAPH, "classify_model.onnx"):
         tensors = {t.name: t for t in graph(folder, name).initializer}
-        assert tensors[INT8_TABLE].data_type == onnx.TensorProto.INT8
+        assert tensors[TABLE_U8].data_type == onnx.TensorProto.UINT8
         assert TIED_TABLE not in tensors  # no fp32 copy left
+    decoder = graph(folder, DECODER_WITH_PAST_GRAPH)
+    fp32 = {t.name: t.dims[0] for t in decoder.initializer}  # only the tiny adapters' 8-wide inputs stay fp32
+    assert {fp32[n.input[1]] for n in decoder.node if n.op_type == "MatMul" and n.input[1] in fp32} <= {8}
+    assert sum(n.op_type == "MatMulNBits" for n in decoder.node) > 1
+    decoder_places = places(folder, DECODER_WITH_PAST_GRAPH)
+    assert decoder_places[TABLE_U8] == decoder_places[TABLE_BLOCKS]  # rows and head blocks: the same bytes
     assert weight_bytes(folder) < 0.5 * weight_bytes(exports["fp32"])  # norms stay fp32; t5-small: 58 MB of 231
 
 
@@ -123,7 +129,7 @@ def test_steps_are_timed_inside_the_loop_and_bounded_by_their_bytes(exports):
                         min_new_tokens=4)
     assert len(timed.seconds) == 4 and min(timed.seconds) > 0  # every step runs the one decoder graph
     weights = weight_read_bytes(folder / DECODER_WITH_PAST_GRAPH)
-    table = next(t for t in graph(folder, DECODER_WITH_PAST_GRAPH).initializer if t.name == INT8_TABLE)
+    table = next(t for t in graph(folder, DECODER_WITH_PAST_GRAPH).initializer if t.name == TABLE_BLOCKS)
     assert weights >= int(np.prod(table.dims))  # the int8 head is read in full by every step
     assert step_bytes(folder / DECODER_WITH_PAST_GRAPH, 2, 6, 2.0, 2, 4, 8) == weights + 2 * 2 * 4 * 8 * 4 * 2 * 8
     bandwidth = read_bandwidth(threads=2, megabytes=8, rounds=2)

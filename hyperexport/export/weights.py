@@ -87,7 +87,7 @@ def _externalize(tensor, out, written: dict[str, int]) -> None:
     import onnx
 
     data = tensor.raw_data
-    key = hashlib.sha256(b"%d:%s:" % (tensor.data_type, str(list(tensor.dims)).encode()) + data).hexdigest()
+    key = hashlib.sha256(b"%d:" % tensor.data_type + data).hexdigest()  # the same bytes under any shape
     if key not in written:
         out.write(b"\0" * (-out.tell() % ALIGNMENT))
         written[key] = out.tell()
