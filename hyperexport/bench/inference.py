@@ -16,6 +16,7 @@ preset is built with random weights (the figures then hold for real model sizes;
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import tempfile
 import time
@@ -88,6 +89,7 @@ def bench(run: str | Path | None = None, task: str = "", backbone: str | None = 
 
             report["peers"] = {"sizes_mb": worker.sizes_mb, "best": best_settings(rows)}
     report.update(peak_rss_mb=_peak_rss_mb(), ratios=ratios(rows))
+    report["machine"]["load_average_1m_end"] = os.getloadavg()[0]
     from hyperexport.bench.goals import goals
 
     report["goals"] = goals(report)

@@ -41,6 +41,12 @@ def require_ctranslate2() -> None:
         raise UserError(f"--peers needs CTranslate2, which is not installed here: {PEERS_EXTRA}")
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
 def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
@@ -51,7 +57,8 @@ def peer_settings(threads: int) -> dict[str, dict]:
     settings = {PLAIN: torch, HYPERNET: torch}
     for precision, kind in CT2_PRECISIONS.items():
         for count in CT2_THREADS:
-            settings[ct2_variant(precision, count)] = {"runtime": "ctranslate2, own process", "compute_type": kind,
+            settings[ct2_variant(precision, count)] = {"runtime": f"ctranslate2 {_version('ctranslate2')}, own process",
+                                                       "compute_type": kind,
                                                        "intra_threads": count, "inter_threads": 1,
                                                        "omp_wait_policy": "default (unset)"}
     return settings
