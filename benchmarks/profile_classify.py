@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hyperexport.bench.inference import _torch_fn
+    from hyperexport.bench.variants import torch_fn
     from hyperexport.bench.subject import load_subject as _subject, random_inputs as _inputs
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
@@ -46,7 +46,7 @@ def main() -> None:
         path = Path(folder) / CLASSIFY_GRAPH
         export_classify_graph(folded, subject.label_ids, path)
         ort_shares = onnxruntime_op_shares(path, input_ids, attention_mask, args.threads, args.calls, Path(folder))
-    torch_shares = torch_op_shares(_torch_fn(subject, "classify", hypernet=True), input_ids, attention_mask, args.calls)
+    torch_shares = torch_op_shares(torch_fn(subject, "classify", hypernet=True), input_ids, attention_mask, args.calls)
     encoder_share = encoder_time_share(folded, subject, input_ids, attention_mask, args.calls)
     print(json.dumps({"batch": args.batch, "seq": args.seq, "threads": args.threads,
                       "onnxruntime_op_shares": ort_shares, "torch_hypernet_op_shares": torch_shares,

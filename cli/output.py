@@ -136,6 +136,15 @@ def print_bench(report: dict) -> None:
     Console().print(table)
     for name, values in report["ratios"].items():
         Console().print(f"{name} (speed-up): {_rounded(values)}")
+    for row in report.get("decode_steps", []):
+        Console().print(f"decode step {row['variant']} b{row['batch']}: {row['step_p50_ms']:.2f} ms, "
+                        f"{row['vs_bound']:.2f}x the bound ({row['step_bytes_mb']:.0f} MB at "
+                        f"{report['bandwidth_gb_s']['threads']:.1f} GB/s: {row['bound_ms']:.2f} ms)")
+    for name, goal in report.get("goals", {}).items():
+        if goal["value"] is not None:
+            verdict = "" if goal["met"] is None else (" met" if goal["met"] else " missed")
+            target = "" if goal["target"] is None else f" (target {goal['target']})"
+            Console().print(f"goal {name}: {goal['value']:.3f}{target}{verdict}")
 
 
 def print_multitask_bench(report: dict) -> None:

@@ -49,8 +49,9 @@ def token_batch():
 TINY_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 
 
-def tiny_rte_export(root: Path) -> tuple[Path, Path]:
-    """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder)."""
+def tiny_rte_export(root: Path, store_once: bool = True) -> tuple[Path, Path]:
+    """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder).
+    `store_once=False`: optimum's three generate graphs, the layout TensorRT engines are built from."""
     from hyperexport.materialize import materialize
     from hyperexport.export.onnx import export_onnx
     from hyperexport.recipe.load import load_recipe
@@ -58,7 +59,8 @@ def tiny_rte_export(root: Path) -> tuple[Path, Path]:
 
     run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
     materialize(run, tasks=["rte"])
-    return run, export_onnx(run, task="rte", head="both", output=root / "exports" / "rte" / "onnx")
+    return run, export_onnx(run, task="rte", head="both", output=root / "exports" / "rte" / "onnx",
+                            store_once=store_once)
 
 
 def reseal(folder: Path) -> None:

@@ -15,7 +15,8 @@ MAX_LINES = 400
 # file names of artifacts that only contracts/names.py may spell (as a whole string literal)
 ARTIFACT_NAMES = ("manifest.json", "task.json", "io_spec.json", "config.json", "model.safetensors",
                   "adapters.safetensors", "parity_report.json", "deploy.json", "recipe.yaml", "metrics.json",
-                  "classify_model.onnx", "encoder_model.onnx", "decoder_model.onnx", "config.pbtxt", "tasks.json")
+                  "classify_model.onnx", "encoder_model.onnx", "decoder_model.onnx", "config.pbtxt", "tasks.json",
+                  "decoder_with_past_model.onnx", "generate_model.onnx", "graphs.onnx_data")
 
 
 def module_name(path: Path) -> str:

@@ -4,6 +4,7 @@ client-side greedy loop against PyTorch, `deploy --format onnx` end to end, and 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -170,8 +171,7 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     description = json.loads(result.stdout)
     repo = tmp_path / "repo"
     spec = IoSpec.read(folder).graphs
-    assert sorted(p.name for p in (repo / "models").iterdir()) == [
-        "rte_classify", "rte_decoder", "rte_decoder_with_past", "rte_encoder"]
+    assert sorted(p.name for p in (repo / "models").iterdir()) == ["rte_classify", "rte_decoder_with_past", "rte_encoder"]
     for graph, described in spec.items():
         name = f"rte_{graph.removesuffix('_model.onnx')}"
         config = parse(repo / "models" / name / "config.pbtxt")
@@ -180,6 +180,8 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
         assert [t.name for t in config.input] == [s.name for s in described.inputs]
         assert [t.name for t in config.output] == [s.name for s in described.outputs]
         assert (repo / "models" / name / "1" / "model.onnx").read_bytes() == (folder / graph).read_bytes()
+        # the graphs share one weights file: each model folder has it beside model.onnx, hard-linked
+        assert os.path.samefile(repo / "models" / name / "1" / names.GRAPH_WEIGHTS_FILE, folder / names.GRAPH_WEIGHTS_FILE)
     client = repo / "clients" / "rte"
     assert {p.name for p in client.iterdir()} == {"tokenizer", "task.json", "deploy.json", "client.py"}
     assert description["head"] == "classify" and description["models"]["encoder"] == "rte_encoder"

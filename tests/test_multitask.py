@@ -25,6 +25,7 @@ from hyperexport.contracts.fields import to_json
 from hyperexport.contracts.task import TaskFolder
 from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX, read_tables, write_tables
 from hyperexport.export.tensorrt.compat import check_export
+from hyperexport.export.weights import ALIGNMENT, weight_bytes
 from hyperexport.export.tensorrt.profiles import ShapeRanges
 from hyperexport.runtime.backends import OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate
@@ -101,7 +102,7 @@ def test_the_graphs_are_the_single_task_graphs_plus_task_ids(world):
     export = ExportFolder.open(world["export"])
     assert export.is_multitask and export.manifest.task == "multitask" and export.task_table.names == ("rte", "sst2")
     multi, single = to_json(IoSpec.read(world["export"]).graphs), to_json(IoSpec.read(world["single"]).graphs)
-    assert set(multi) == set(single) == {names.CLASSIFY_GRAPH, *names.GENERATE_GRAPHS.values()}
+    assert set(multi) == set(single) == {names.CLASSIFY_GRAPH, names.ENCODER_GRAPH, names.DECODER_WITH_PAST_GRAPH}
     for graph, described in multi.items():
         assert described["inputs"][:-1] == single[graph]["inputs"]
         assert described["inputs"][-1] == {"name": "task_ids", "dtype": "int64", "shape": ["batch_size"]}
@@ -122,6 +123,21 @@ def test_adapters_are_stacked_tables_and_the_backbone_is_stored_once(world):
     rest = sum(len(init.raw_data) for init in graph.initializer if not init.name.startswith(TABLE_PREFIX))
     single = onnx.load(str(world["single"] / names.CLASSIFY_GRAPH)).graph
     assert rest <= sum(len(init.raw_data) for init in single.initializer)  # the backbone once, not per task
+
+
+def test_each_weight_is_stored_once_in_one_shared_file(world):
+    """The multi-task export takes the single-task layout (one decoder graph, the tied embedding, one
+    deduplicated weights file): its distinct weights are the single task's plus one more task's adapters."""
+    multi, single = world["export"], world["single"]
+    assert sorted(path.name for path in multi.iterdir() if path.name.endswith("_data")) == [names.GRAPH_WEIGHTS_FILE]
+    per_task = TaskFolder.open(world["run"] / "tasks" / "rte").manifest.bytes["task_adapters_fp32"]
+    assert weight_bytes(multi) <= weight_bytes(single) + 2 * per_task
+    external = {(entry.value for entry in tensor.external_data if entry.key == "offset").__next__()
+                for path in multi.glob("*.onnx")
+                for tensor in onnx.load(str(path), load_external_data=False).graph.initializer
+                if tensor.data_location == onnx.TensorProto.EXTERNAL}
+    data = (multi / names.GRAPH_WEIGHTS_FILE).stat().st_size  # each distinct tensor once, page-aligned
+    assert data <= weight_bytes(multi) + ALIGNMENT * len(external)
 
 
 def test_a_mixed_batch_equals_same_task_batches(world):

@@ -17,11 +17,13 @@ from hyperexport.contracts import manifest as sealing
 from hyperexport.data.collate import collate
 from hyperexport.errors import UserError
 from hyperexport.fold import load_folded_task
-from hyperexport.contracts.names import CLASSIFY_GRAPH
+from hyperexport.contracts.names import CLASSIFY_GRAPH, GRAPH_WEIGHTS_FILE
 from hyperexport.export.classify import LabelScorer, label_token_ids
 from hyperexport.export.onnx import export_onnx
 from hyperexport.recipe.load import load_recipe
 from hyperexport.model.trained import load_run
+from hyperexport.runtime.backends import OnnxRuntimeBackend
+from hyperexport.runtime.generation import teacher_forced_logits
 from hyperexport.training.task_data import load_task_data
 
 ATOL_FP32 = 1e-4  # the issue's fp32 bound for logits and scores
@@ -47,9 +49,10 @@ def session(path: Path) -> ort.InferenceSession:
 def test_export_folder_holds_the_graphs_tokenizer_and_a_manifest_of_hashes(exported):
     _, folder = exported
     names = {p.name for p in folder.iterdir()}
-    assert {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", CLASSIFY_GRAPH,
+    assert {"encoder_model.onnx", "decoder_with_past_model.onnx", CLASSIFY_GRAPH, GRAPH_WEIGHTS_FILE,
             "config.json", "task.json", "io_spec.json", "manifest.json", "tokenizer"} <= names
     assert "decoder_model_merged.onnx" not in names  # separate decoders: no If node for TensorRT
+    assert "decoder_model.onnx" not in names  # one decoder graph for every step
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["files"] == sealing.file_hashes(folder)
     spec = json.loads((folder / "io_spec.json").read_text())
@@ -77,13 +80,9 @@ def test_onnx_runtime_logits_match_the_hypernetwork_model(exported, demo_batch):
     with torch.no_grad():
         expected = loaded.model(task_ids=batch["task_ids"], input_ids=batch["input_ids"],
                                 attention_mask=batch["attention_mask"], decoder_input_ids=decoder_ids).logits.numpy()
-    feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
-    hidden = session(folder / "encoder_model.onnx").run(None, feeds)[0]
-    decoder = session(folder / "decoder_model.onnx")
-    decoder_feeds = {"input_ids": decoder_ids.numpy(), "encoder_hidden_states": hidden,
-                     "encoder_attention_mask": feeds["attention_mask"]}
-    logits = decoder.run(["logits"], {k: v for k, v in decoder_feeds.items()
-                                      if k in {i.name for i in decoder.get_inputs()}})[0]
+    with OnnxRuntimeBackend(folder) as backend:  # the encoder's cross-attention past, one decoder call
+        logits = teacher_forced_logits(backend, batch["input_ids"].numpy(), batch["attention_mask"].numpy(),
+                                       decoder_ids.numpy())
     assert np.abs(logits - expected).max() <= ATOL_FP32
 
 
@@ -102,11 +101,14 @@ def test_classify_scores_match_torch_and_rank_like_the_model(exported, demo_batc
     assert (scores <= 1e-6).all()
 
 
-def test_optimum_runs_the_generate_folder_with_the_models_tokens(exported, demo_batch):
+def test_optimum_runs_the_three_graph_export_with_the_models_tokens(exported, demo_batch, tmp_path):
+    """`store_once=False` keeps optimum's three graphs (what TensorRT engines are built from)."""
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
-    _, folder = exported
+    run, _ = exported
     loaded, batch = demo_batch
+    folder = export_onnx(run, task="rte", head="generate", output=tmp_path / "three", store_once=False)
+    assert {"decoder_model.onnx", "decoder_with_past_model.onnx"} <= {p.name for p in folder.iterdir()}
     ort_model = ORTModelForSeq2SeqLM.from_pretrained(folder, use_cache=True, use_merged=False)
     kwargs = dict(input_ids=batch["input_ids"][:8], attention_mask=batch["attention_mask"][:8], max_new_tokens=4,
                   do_sample=False, num_beams=1)

@@ -187,7 +187,7 @@ def engine_folder_without_plans(tmp_path_factory):
     from hyperexport.export.tensorrt.profiles import ShapeRanges, graph_profiles
 
     root = tmp_path_factory.mktemp("engine-folder")
-    run, onnx_folder = tiny_rte_export(root)
+    run, onnx_folder = tiny_rte_export(root, store_once=False)  # the layout engines are built from
     folder = root / "exports" / "rte" / "tensorrt"
     shutil.copytree(onnx_folder, folder / "onnx")
     for name in ("task.json", "io_spec.json", "config.json", "tokenizer"):

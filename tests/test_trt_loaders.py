@@ -36,7 +36,7 @@ MISSING = _missing()
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
     """(the tiny rte ONNX export, its io spec, the profiles of --batch 1:4:16 --seq 2:32:64)."""
-    _, folder = tiny_rte_export(tmp_path_factory.mktemp("loaders"))
+    _, folder = tiny_rte_export(tmp_path_factory.mktemp("loaders"), store_once=False)  # what engines build from
     spec = IoSpec.read(folder)
     return folder, spec, graph_profiles(spec, ShapeRanges.from_flags("1:4:16", "2:32:64"))
 

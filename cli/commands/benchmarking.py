@@ -14,6 +14,7 @@ from hyperexport_cli.output import print_bench, print_json
 
 
 @app.command(epilog="Example: hyperexport bench --task rte --backbone t5-small --batch 1,8 --json  |  "
+                     "hyperexport bench --task rte --backbone t5-small --batch 1,8 --head generate --peers --json  |  "
                      "hyperexport bench --task rte --train --backbone t5-small  |  "
                      "hyperexport bench --task rte --backbone t5-small --multitask 8 --threads 2")
 @user_errors
@@ -38,10 +39,14 @@ def bench(
              "mixed batches, disk, memory).")] = None,
     tensorrt: Annotated[Path | None, typer.Option(
         help="Also this TensorRT engine folder of the task (export --format tensorrt; NVIDIA GPU).")] = None,
+    peers: Annotated[bool, typer.Option("--peers", help="Also PyTorch eager and CTranslate2 int8/fp32 on the same "
+                                                         "weights, each at its best setting (pip install -e '.[peers]').")] = False,
+    memory: Annotated[bool, typer.Option(help="Measure the generate exports' resident memory (a fresh process each).")] = True,
     json_output: JsonOpt = False,
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
-    folded model, ONNX Runtime fp32/int8 and the plain backbone, measured side by side."""
+    folded model, ONNX Runtime fp32/int8, the plain backbone and (--peers) PyTorch eager and CTranslate2,
+    measured side by side; decode steps against the memory bound; the issue's goals."""
     from hyperexport.bench.inference import bench as run_bench
     from hyperexport.bench.subject import parse_sizes
     from hyperexport.bench.training import bench_training
@@ -58,5 +63,5 @@ def bench(
     else:
         report = run_bench(run, task=task, backbone=backbone, recipe=recipe, batches=batches, seq=seq,
                            heads=tuple(head.split(",")), rounds=rounds, threads=threads,
-                           progress_bar=not json_output, tensorrt=tensorrt)
+                           progress_bar=not json_output, tensorrt=tensorrt, peers=peers, memory=memory)
     print_json(report) if json_output else print_bench(report)

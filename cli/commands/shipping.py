@@ -10,6 +10,7 @@ import typer
 from hyperexport.options import (DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_SEQ, DEFAULT_FORMAT, DEFAULT_HEAD,
                                  DEFAULT_OPSET, DEFAULT_PRECISION, DEFAULT_VERIFY_EXAMPLES, ExportHead, Format,
                                  Precision)
+from hyperexport.errors import UserError
 from hyperexport_cli.app import ExportArg, JsonOpt, OverwriteOpt, RunOpt, app
 from hyperexport_cli.errors import fail, user_errors
 from hyperexport_cli.output import print_json, print_parity, print_predictions
@@ -35,7 +36,8 @@ def materialize(
 
 @app.command(epilog="Example: hyperexport export --task rte --format onnx --head both  |  "
                      "hyperexport export --tasks rte,sst2,mrpc  |  hyperexport export --add-task scitail --to "
-                     "exports/multitask/onnx  |  hyperexport export --task rte --format tensorrt --precision bf16")
+                     "exports/multitask/onnx  |  hyperexport export --task rte --precision int8 --generate-graph  |  "
+                     "hyperexport export --task rte --format tensorrt --precision bf16")
 @user_errors
 def export(
     task: Annotated[str | None, typer.Option(help="A materialized task of the run.")] = None,
@@ -59,12 +61,18 @@ def export(
     output: Annotated[Path | None, typer.Option(
         help="Export folder; default exports/<task>/<format>[-<precision>]/ (exports/multitask/... for several).")] = None,
     overwrite: OverwriteOpt = False,
+    generate_graph: Annotated[bool, typer.Option(
+        "--generate-graph", help="onnx, one task: also generate_model.onnx, the whole greedy loop in one ONNX "
+                                 "Runtime graph.")] = False,
 ) -> None:
     """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them;
     or several tasks as one ONNX export whose graphs take each example's task id."""
     from hyperexport.export.multitask import export_request
 
     request = export_request(task, tasks, all_tasks, add_task, to, format)
+    if generate_graph and (request != "single" or format != "onnx"):
+        raise UserError("--generate-graph is an ONNX Runtime graph of one task: export it with --task T --format "
+                        "onnx (TensorRT engines and multi-task exports run the encoder and decoder graphs)")
     if request == "add":
         from hyperexport.export.add_task import add_task as add
 
@@ -88,7 +96,7 @@ def export(
         from hyperexport.export.onnx import export_onnx
 
         folder = export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite,
-                             precision=precision)
+                             precision=precision, generate_graph=generate_graph)
     typer.echo(f"exported: {folder}")
 
 

@@ -125,8 +125,25 @@ def adapter_bottleneck(subject: Subject) -> int:
 
 
 def machine_facts(threads: int) -> dict:
+    """What the figures depend on: the processor (model, the SIMD features int8 kernels use), the thread
+    count, the library versions, and the load average when the run began (other work on the cores)."""
     import onnxruntime
 
+    model, flags = _cpu_info()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "cpu_model": model, "cpu_features": sorted(flags & SIMD_FEATURES), "cpu_count": os.cpu_count(),
+            "threads": threads, "load_average_1m": os.getloadavg()[0], "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+SIMD_FEATURES = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16"}
+
+
+def _cpu_info() -> tuple[str, set[str]]:
+    """The processor's model name and feature flags (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor(), set()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return fields.get("model name\t", "").strip(), set(fields.get("flags\t\t", "").split())

@@ -1,8 +1,12 @@
 """An export folder (`export`): exports/<task>/<format>[-<precision>]/.
 
     classify_model.onnx           input_ids, attention_mask -> scores [batch, num_labels]
-    encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx, config.json
-                                  optimum's generate graphs (ORTModelForSeq2SeqLM loads the folder)
+    encoder_model.onnx, decoder_with_past_model.onnx, config.json
+                                  the generate graphs: the encoder (with the cross-attention keys/values)
+                                  and one decoder for every step (`export.one_decoder`); optimum's
+                                  decoder_model.onnx too in the three-graph layout TensorRT builds from
+    generate_model.onnx           optional: the whole greedy loop (ONNX Runtime's BeamSearch, one beam)
+    graphs.onnx_data              every graph's weights, each distinct tensor once (`export.weights`)
     *.plan, onnx/                 an engine folder: TensorRT plans and the ONNX export they came from
     tokenizer/, task.json         what a client needs to format, tokenize and decode (`TaskFacts`)
     tasks.json                    a multi-task export's task table instead of task.json (`TaskTable`); its

@@ -26,6 +26,7 @@ from hyperexport.contracts.task_table import TaskTable
 from hyperexport.errors import UserError
 from hyperexport.export.onnx import io_spec
 from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX, padded_labels
+from hyperexport.export.weights import store_weights_once
 
 _FIX = "add a task of the export's run, or of a run `hyperexport adapt` made from it"
 
@@ -53,6 +54,7 @@ def add_task(export_dir: str | Path, task: str, run: str | Path | None = None) -
         _copy_folder(export.path, tmp)
         for graph in sorted(tmp.glob("*.onnx")):
             _append_rows(graph, rows)
+        store_weights_once(tmp)  # the graphs were saved with their weights inline: one shared file again
         TaskTable(table.tasks + (task_entry(folder, export.path),), table.layer_norms_sha256,
                   table.backbone_weights_sha256).write(tmp)
         io_spec(tmp).write(tmp)

@@ -1,6 +1,7 @@
 """The generate head: optimum's T5 export with past key values, the two decoders kept separate (no
 merged graph with an `If` node, which TensorRT cannot take): `encoder_model.onnx`, `decoder_model.onnx`,
-`decoder_with_past_model.onnx` plus `config.json`, so `ORTModelForSeq2SeqLM` loads the folder."""
+`decoder_with_past_model.onnx` plus `config.json` (what `ORTModelForSeq2SeqLM` loads; `export.onnx`
+then lays them out with one decoder and each weight stored once)."""
 
 from __future__ import annotations
 

@@ -20,13 +20,27 @@ from torch import nn
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportManifest, write_export_manifest
 from hyperexport.contracts.manifest import file_hashes, relative_path, sha256_file
-from hyperexport.contracts.names import (CLASSIFY_GRAPH, DECODER_GRAPH, DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH,
-                                         MULTITASK_EXPORT, TOKENIZER_DIR, default_export_dir)
+from hyperexport.contracts.names import (
+    CLASSIFY_GRAPH,
+    DECODER_GRAPH,
+    DECODER_WITH_PAST_GRAPH,
+    ENCODER_GRAPH,
+    MULTITASK_EXPORT,
+    TOKENIZER_DIR,
+    default_export_dir,
+)
 from hyperexport.contracts.run import RunFolder
 from hyperexport.contracts.task import TaskFolder
 from hyperexport.contracts.task_table import TaskEntry, TaskSource, TaskTable
 from hyperexport.errors import UserError
-from hyperexport.export.onnx import check_options, check_tokenizer, io_spec, refuse_existing, run_tokenizer
+from hyperexport.export.onnx import (
+    check_options,
+    check_tokenizer,
+    finish_graphs,
+    io_spec,
+    refuse_existing,
+    run_tokenizer,
+)
 from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX
 from hyperexport.options import DEFAULT_HEAD, DEFAULT_OPSET, DEFAULT_PRECISION, ExportHead, Precision
 
@@ -96,8 +110,7 @@ def build_task_graphs(backbone: nn.Module, tensors: Sequence[dict[str, torch.Ten
     from hyperexport.export.multitask_classify import TaskLabelScorer, export_task_classify_graph
     from hyperexport.export.multitask_generate import export_task_generate_graphs
     from hyperexport.export.precision import cast_to_precision
-    from hyperexport.export.task_tables import (module_tables, name_tables, padded_labels, sentinel_tables,
-                                                write_tables)
+    from hyperexport.export.task_tables import module_tables, name_tables, padded_labels, sentinel_tables, write_tables
     from hyperexport.stack import stack_tasks
 
     stacked = stack_tasks(backbone, tensors, activation)
@@ -116,8 +129,7 @@ def build_task_graphs(backbone: nn.Module, tensors: Sequence[dict[str, torch.Ten
     for graph in graphs:
         name_tables(folder / graph, sentinels, graph_tables(graph, tables))
         write_tables(folder / graph, tables)
-    if precision == "int8":
-        quantize_task_graphs(folder)
+    finish_graphs(folder, precision, quantize=quantize_task_graphs)
 
 
 def quantize_task_graphs(folder: Path) -> None:

@@ -11,8 +11,10 @@ request carries `task_ids` (the rows of `tasks.json`, copied to the client folde
 batcher merges requests of different tasks into one batch.
 
 Generation runs client-side: Triton ensembles cannot loop, so the client (`serve.client`, which the
-folder's `client.py` runs) drives the one greedy loop over the encoder, decoder and decoder-with-past
-models through its `TritonBackend`, or over the repository's own files with ONNX Runtime (`--local`).
+folder's `client.py` runs) drives the one greedy loop over the encoder and decoder models (and optimum's
+first-step decoder in three-graph exports) through its `TritonBackend`, or over the repository's own
+files with ONNX Runtime (`--local`). An export's `generate_model.onnx` is not deployed. Graphs that share
+a weights file each get it beside their model.onnx, hard-linked where the file system allows.
 
 An export is deployed only if `verify` passed on it (`parity_report.json`). Every config.pbtxt is
 Triton's protobuf message, compared with the io spec before anything is moved into place.
@@ -20,6 +22,7 @@ Triton's protobuf message, compared with the io spec before anything is moved in
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +38,7 @@ from hyperexport.contracts.names import (
     CLIENT_FILE,
     CLIENTS_DIR,
     ENCODER_GRAPH,
+    GENERATE_MODEL_GRAPH,
     MANIFEST_FILE,
     MODEL_VERSION,
     MODELS_DIR,
@@ -89,7 +93,7 @@ def deploy(*, task: str | None, fmt: Format = "tensorrt", triton_repo: str | Pat
         raise UserError(f"{export_dir} is {manifest.kind} of {manifest.task}, not {FORMAT_KINDS[fmt]} of "
                         f"{task}: pass the matching --export")
     require_passed_parity(export)
-    spec = export.io_spec.graphs
+    spec = {graph: io for graph, io in export.io_spec.graphs.items() if graph != GENERATE_MODEL_GRAPH}  # client loops
     missing = [export.graph_file(graph).name for graph in sorted(spec) if not export.has(graph)]
     if missing:
         raise UserError(f"{export_dir} has no {missing[0]}: build the engines with "
@@ -131,16 +135,19 @@ def _write_model(folder: Path, export: ExportFolder, graph: str, graph_io: Graph
     (folder / TRITON_CONFIG_FILE).write_text(config_text(config))
     shutil.copy(export.graph_file(graph), folder / MODEL_VERSION / TRITON_MODEL_FILES[fmt])
     if not export.is_engine:
-        for data_file in _external_data_files(export.graph_file(graph)):  # referenced by relative name: keep it
-            shutil.copy(export.path / data_file, folder / MODEL_VERSION / data_file)
+        from hyperexport.export.weights import external_data_files
+
+        for data_file in external_data_files(export.graph_file(graph)):  # referenced by relative name: keep it
+            _link_or_copy(export.path / data_file, folder / MODEL_VERSION / data_file)
 
 
-def _external_data_files(path: Path) -> list[str]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sorted({entry.value for tensor in graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
-                   for entry in tensor.external_data if entry.key == "location"})
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one (the graphs of an export share one weights file, which
+    each model folder needs beside its model.onnx), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy(source, target)
 
 
 def _write_client(folder: Path, export: ExportFolder, names: dict[str, str], max_batch: int) -> DeployFacts:

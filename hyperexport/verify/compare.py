@@ -14,12 +14,12 @@ import torch
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportFolder
-from hyperexport.contracts.names import PARITY_REPORT_FILE
+from hyperexport.contracts.names import GENERATE_MODEL_GRAPH, PARITY_REPORT_FILE
 from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
-from hyperexport.verify.runners import ExportRunner, ParityInputs
+from hyperexport.verify.runners import ExportRunner, GenerateGraphRunner, ParityInputs
 
 if TYPE_CHECKING:
     from hyperexport.contracts.export import GenerationIds
@@ -41,6 +41,7 @@ TOLERANCES = {
 TENSORRT_TOLERANCES = {**TOLERANCES, "fp32": {**TOLERANCES["fp32"], "logits": 1e-3, "scores": 1e-3}}
 REFERENCE, FOLDED = "torch_hypernet", "torch_folded"
 ONNX_RUNTIME, TENSORRT = "onnxruntime", "tensorrt"  # the export's runners
+GENERATE_GRAPH_RUNNER = "onnxruntime_generate_model"  # generate_model.onnx, where the export has it
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
@@ -184,3 +185,12 @@ def write_report(export_dir: Path, report: dict) -> dict:
     with publish.write_errors(report_file, "free disk space or make the export folder writable"):
         publish.write_json(report_file, report)
     return report
+
+
+def generate_graph_runners(export: ExportFolder) -> list[GenerateGraphRunner]:
+    """`generate_model.onnx` (the whole greedy loop in one call) where the export has one and ONNX Runtime
+    here runs its precision; else none."""
+    provider = onnxruntime_provider(export.manifest.precision)
+    if provider is None or not export.has(GENERATE_MODEL_GRAPH):
+        return []
+    return [GenerateGraphRunner(GENERATE_GRAPH_RUNNER, OnnxRuntimeBackend(export.path, provider), export_ids(export))]

@@ -2,8 +2,8 @@
 
 Inputs: the task's evaluation (test) split and a seeded batch of random token ids. Runners: PyTorch
 with the hypernetwork (the reference, from the run), PyTorch folded (from the materialized task),
-ONNX Runtime (the export). Per runner and output: max |delta| against the export precision's tolerance
-(`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens identical, task metric equal); NaN/Inf
+ONNX Runtime (the export; and its one-graph generator, where it has one). Per runner and output: max
+|delta| against the export precision's tolerance (`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens identical, task metric equal); NaN/Inf
 anywhere fails. The report goes to `<export>/parity_report.json`.
 """
 
@@ -16,8 +16,8 @@ from hyperexport.errors import UserError
 from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
 from hyperexport.export.tensorrt.compat import export_compatibility
 from hyperexport.verify.compare import (REFERENCE, TENSORRT, TENSORRT_TOLERANCES, TOLERANCES,  # noqa: F401 (public)
-                                        check_same_backbone, export_ids, onnxruntime_runner, task_parity,
-                                        write_report)
+                                        check_same_backbone, export_ids, generate_graph_runners, onnxruntime_runner,
+                                        task_parity, write_report)
 from hyperexport.verify.runners import ExportRunner
 
 
@@ -42,7 +42,7 @@ def verify(export_dir: str | Path, *, run: str | Path | None = None, max_example
         export_runners, not_run = [_engine_runner(export)], []  # no GPU or foreign plans: fail first
     else:
         onnxruntime, not_run = onnxruntime_runner(export)
-        export_runners = [onnxruntime] if onnxruntime is not None else []
+        export_runners = [onnxruntime, *generate_graph_runners(export)] if onnxruntime is not None else []
     loaded = load_run(run if run is not None else export.source_run)
     check_same_backbone(loaded, export)
     task = manifest.task

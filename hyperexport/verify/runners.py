@@ -3,7 +3,7 @@
 deactivate) whose `infer(inputs)` returns named numpy outputs:
 - `logits` [B, T, V]: teacher-forced decoder logits (generate head);
 - `scores` [B, K]: log-probability of each label string (classify head);
-- `tokens` [B, N]: greedy generation (generate head).
+- `tokens` [B, N]: greedy generation (generate head; `generate_model.onnx` too, where the export has it).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from hyperexport.contracts.names import CLASSIFY_GRAPH, DECODER_GRAPH, ENCODER_GRAPH
+from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
 from hyperexport.contracts.task_table import TASK_IDS_INPUT
-from hyperexport.runtime.generation import greedy_generate
+from hyperexport.runtime.generation import greedy_generate, one_graph_generate, teacher_forced_logits
 
 if TYPE_CHECKING:
     from hyperexport.contracts.export import GenerationIds
@@ -103,13 +103,20 @@ class ExportRunner:
         if self.backend.has(CLASSIFY_GRAPH):
             outputs["scores"] = self.backend.infer(CLASSIFY_GRAPH, feeds)["scores"]
         if self.backend.has(ENCODER_GRAPH) and self.ids is not None:
-            hidden = self.backend.infer(ENCODER_GRAPH, feeds)["last_hidden_state"]  # [B, S, d]
-            outputs["logits"] = self.backend.infer(DECODER_GRAPH, {
-                "input_ids": inputs.decoder_input_ids.numpy(), "encoder_hidden_states": hidden,
-                "encoder_attention_mask": feeds["attention_mask"], **extra})["logits"]  # [B, T, V]
+            outputs["logits"] = teacher_forced_logits(self.backend, feeds["input_ids"], feeds["attention_mask"],
+                                                      inputs.decoder_input_ids.numpy(), extra)  # [B, T, V]
             outputs["tokens"] = greedy_generate(self.backend, feeds["input_ids"], feeds["attention_mask"],
                                                 inputs.max_new_tokens, self.ids, extra=extra)
         return outputs
+
+
+class GenerateGraphRunner(ExportRunner):
+    """`generate_model.onnx` (the whole greedy loop in one ONNX Runtime call): its tokens only."""
+
+    def _infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
+        assert self.ids is not None
+        return {"tokens": one_graph_generate(self.backend, inputs.input_ids.numpy(), inputs.attention_mask.numpy(),
+                                             inputs.max_new_tokens, self.ids)}
 
 
 def infer_in_chunks(infer: Callable[[ParityInputs], dict[str, np.ndarray]], inputs: ParityInputs, step: int,

@@ -109,7 +109,7 @@ def export_tensorrt(run: str | Path | None = None, *, task: str, head: str = DEF
     facts = device_facts(require_tensorrt())
     with publish.building(destination) as tmp:  # published on success; else removed, with any folder it made
         source = ExportFolder.open(export_onnx(run, task=task, head=head, opset=opset, output=tmp / ENGINE_SOURCE_DIR,
-                                               overwrite=True, precision=precision))
+                                               overwrite=True, precision=precision, store_once=False))
         check_task_fits(ranges, source.facts)
         compatibility = require_compatible(source.path, ranges, facts["tensorrt_version"])
         profiles = graph_profiles(source.io_spec, ranges)

@@ -17,10 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 from hyperexport.contracts.export import ExportFolder
+from hyperexport.contracts.names import GENERATE_MODEL_GRAPH
 from hyperexport.errors import UserError
 from hyperexport.export.tensorrt.profiles import ShapeRanges, input_profile
 
 OPS_FILE = "onnx_ops.json"
+SKIPPED_GENERATE_GRAPH = ("an ONNX Runtime artifact (com.microsoft BeamSearch holding the greedy loop): "
+                          "TensorRT engines are built from the encoder and decoder graphs")
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # The ONNX element types an engine takes as input or output -> the torch dtype (by name) the runner
 # feeds it with (`runtime.tensorrt`: numpy has no bfloat16, Polygraphy's runner takes torch tensors).
@@ -121,15 +124,18 @@ def check_graph(path: Path, ranges: ShapeRanges, version: str) -> list[str]:
 
 
 def check_export(folder: Path, ranges: ShapeRanges, tensorrt_version: str | None = None) -> dict:
-    """The compatibility report of every `*.onnx` graph in `folder`."""
+    """The compatibility report of every `*.onnx` graph in `folder`; `generate_model.onnx` (the whole
+    loop in ONNX Runtime's BeamSearch operator) is skipped, named with the reason: engines are built
+    from the separate graphs."""
     version = target_version(tensorrt_version)
-    graphs = sorted(Path(folder).glob("*.onnx"))
+    graphs = [path for path in sorted(Path(folder).glob("*.onnx")) if path.name != GENERATE_MODEL_GRAPH]
     if not graphs:
         raise UserError(f"{folder} holds no .onnx graph: run `hyperexport export --task <task> --format onnx`")
     problems = {path.name: check_graph(path, ranges, version) for path in graphs}
     listed = operator_lists()["versions"][version]
+    skipped = {GENERATE_MODEL_GRAPH: SKIPPED_GENERATE_GRAPH} if (Path(folder) / GENERATE_MODEL_GRAPH).is_file() else {}
     return {"tensorrt_operator_list": version, "source": listed["source"], "opset_range": listed["opset"],
-            "profile_ranges": ranges.as_dict(), "graphs": problems,
+            "profile_ranges": ranges.as_dict(), "graphs": problems, "skipped": skipped,
             "passed": not any(problems.values())}
 
 
