@@ -107,7 +107,9 @@ def parity_verdict(report: dict) -> str:
     export's own runtime needs a GPU): the last two both exit 1."""
     if report["passed"]:
         return "parity passed"
-    checks = report["comparisons"] + report["metrics"] + [report.get("tensorrt_compatibility") or {"passed": True}]
+    parts = report["tasks"] + [report["mixed_batch"] or {"comparisons": []}] if "tasks" in report else [report]
+    checks = [check for part in parts for check in part["comparisons"] + part.get("metrics", [])]
+    checks.append(report.get("tensorrt_compatibility") or {"passed": True})
     if report.get("not_run") and all(check["passed"] for check in checks):
         return "parity not run here (the export's runtime needs a GPU); the PyTorch runners agree"
     return "parity FAILED"
