@@ -27,8 +27,18 @@ from hyperexport.contracts.task import TaskFolder
 from hyperexport.contracts.task_table import TaskEntry, TaskTable
 from hyperexport.errors import UserError
 from hyperexport.export.tensorrt.compat import export_compatibility
-from hyperexport.verify.compare import (REFERENCE, TOLERANCES, check_same_backbone, export_ids, max_abs_diff,
-                                        onnxruntime_runner, task_parity, token_mismatch, write_report)
+from hyperexport.verify.compare import (
+    REFERENCE,
+    TOLERANCES,
+    check_same_backbone,
+    export_ids,
+    max_abs_diff,
+    onnxruntime_runner,
+    task_parity,
+    token_mismatch,
+    write_report,
+)
+from hyperexport.verify.compare import tolerance as bounded
 from hyperexport.verify.runners import ExportRunner, ParityInputs
 
 if TYPE_CHECKING:
@@ -38,7 +48,10 @@ if TYPE_CHECKING:
 
 MIXED_ROWS_PER_TASK = 4
 SINGLE_TASK = "single_task_graphs"
-MIXED_TOLERANCES = {**TOLERANCES, "fp32": {"logits": 1e-5, "scores": 1e-5, "tokens": 0.0}}
+# ONNX Runtime against ONNX Runtime: only the padding differs (a mixed batch pads to its longest row of any
+# task), which changes the order of fp32 sums: 1e-5 plus 2e-6 of the largest value (measured: 1.5e-5 on a
+# 20-step demo run's logits)
+MIXED_TOLERANCES = {**TOLERANCES, "fp32": {"logits": 1e-5, "scores": 1e-5, "tokens": 0.0, "relative": 2e-6}}
 
 
 def verify_multitask(export: ExportFolder, run: str | Path | None, max_examples: int, tensorrt_check: bool) -> dict:
@@ -188,6 +201,7 @@ def _mixed_rows(facts: TaskFacts, mixed: dict[str, np.ndarray], single: dict[str
         else:
             diff = max_abs_diff(value, expected)
         finite = bool(np.isfinite(value).all() and np.isfinite(expected).all()) if name != "tokens" else True
+        bound = bounded(tolerance, name, expected)
         found.append({"task": facts.task, "output": name, "rows": len(value), "max_abs_diff": diff,
-                      "tolerance": tolerance[name], "finite": finite, "passed": finite and diff <= tolerance[name]})
+                      "tolerance": bound, "finite": finite, "passed": finite and diff <= bound})
     return found
