@@ -7,12 +7,17 @@ from typing import Annotated
 
 import typer
 
-from hyperexport.options import (DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_MAX_QUEUE_DELAY_US,
-                                 DEFAULT_METRICS_PORT, DEFAULT_SERVE_HOST, DEFAULT_SERVE_INSTANCES,
-                                 DEFAULT_SERVE_MAX_BATCH)
+from hyperexport.options import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_QUEUE_DELAY_US,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_SERVE_HOST,
+    DEFAULT_SERVE_INSTANCES,
+    DEFAULT_SERVE_MAX_BATCH,
+)
 from hyperexport_cli.app import app
 from hyperexport_cli.errors import user_errors
-
 
 
 @app.command(epilog="Example: hyperexport serve exports/rte/onnx exports/sst2/onnx  |  "

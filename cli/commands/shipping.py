@@ -7,10 +7,19 @@ from typing import Annotated
 
 import typer
 
-from hyperexport.options import (DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_SEQ, DEFAULT_FORMAT, DEFAULT_HEAD,
-                                 DEFAULT_OPSET, DEFAULT_PRECISION, DEFAULT_VERIFY_EXAMPLES, ExportHead, Format,
-                                 Precision)
 from hyperexport.errors import UserError
+from hyperexport.options import (
+    DEFAULT_ENGINE_BATCH,
+    DEFAULT_ENGINE_SEQ,
+    DEFAULT_FORMAT,
+    DEFAULT_HEAD,
+    DEFAULT_OPSET,
+    DEFAULT_PRECISION,
+    DEFAULT_VERIFY_EXAMPLES,
+    ExportHead,
+    Format,
+    Precision,
+)
 from hyperexport_cli.app import ExportArg, JsonOpt, OverwriteOpt, RunOpt, app
 from hyperexport_cli.errors import fail, user_errors
 from hyperexport_cli.output import print_json, print_parity, print_predictions

@@ -10,8 +10,16 @@ import typer
 
 from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import Interrupted
-from hyperexport.options import (DEFAULT_ADAPT_LEARNING_RATE, DEFAULT_ADAPT_STEPS, DEFAULT_DEVICE, DEFAULT_SPLIT,
-                                 DEFAULT_TUNE, Device, Split, Tune)
+from hyperexport.options import (
+    DEFAULT_ADAPT_LEARNING_RATE,
+    DEFAULT_ADAPT_STEPS,
+    DEFAULT_DEVICE,
+    DEFAULT_SPLIT,
+    DEFAULT_TUNE,
+    Device,
+    Split,
+    Tune,
+)
 from hyperexport_cli.app import JsonOpt, OverwriteOpt, RecipeArg, RunArg, app
 from hyperexport_cli.errors import report_interrupt, user_errors
 from hyperexport_cli.output import print_adapt, print_json, print_metrics, print_parameters

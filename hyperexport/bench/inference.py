@@ -27,10 +27,23 @@ import numpy as np
 import torch
 
 from hyperexport.bench.peers import SelfTimed
-from hyperexport.bench.subject import (Subject, adapter_bottleneck, check_settings, load_subject, machine_facts,
-                                       random_inputs, torch_threads)
-from hyperexport.bench.variants import (GENERATE_GRAPH_VARIANTS, NUMPY_PAST, ORT_VARIANTS, VARIANTS, Variants,
-                                        build_variants)
+from hyperexport.bench.subject import (
+    Subject,
+    adapter_bottleneck,
+    check_settings,
+    load_subject,
+    machine_facts,
+    random_inputs,
+    torch_threads,
+)
+from hyperexport.bench.variants import (
+    GENERATE_GRAPH_VARIANTS,
+    NUMPY_PAST,
+    ORT_VARIANTS,
+    VARIANTS,
+    Variants,
+    build_variants,
+)
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.contracts.names import DECODER_WITH_PAST_GRAPH, HEAD_GRAPHS
 from hyperexport.errors import UserError

@@ -45,8 +45,8 @@ def load_subject(run, task: str, backbone: str | None, recipe_path: str | Path |
         build_model,
         load_tokenizer,
     )
-    from hyperexport.recipe.schema import DEFAULT_RECIPE
     from hyperexport.recipe.load import load_recipe
+    from hyperexport.recipe.schema import DEFAULT_RECIPE
     from hyperexport.tasks.registry import max_target_tokens
     from hyperexport.training.task_data import task_spec
 

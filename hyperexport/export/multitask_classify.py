@@ -21,6 +21,7 @@ from hyperexport.export.task_tables import LABEL_PAD
 from hyperexport.export.tracing import DEFAULT_OPSET, quiet_tracing
 from hyperexport.stack import StackedT5
 
+
 class TaskLabelScorer(nn.Module):
     """scores[b, k] = sum_t log p(label k of task(b), token t | input b, its tokens < t); -inf past task(b)'s labels."""
 

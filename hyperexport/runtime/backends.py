@@ -17,7 +17,6 @@ import numpy as np
 
 from hyperexport.errors import UserError
 
-
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
 CPU_PROVIDER = "CPUExecutionProvider"

@@ -27,8 +27,17 @@ from hyperexport.contracts.task import TaskFolder
 from hyperexport.contracts.task_table import TaskEntry, TaskTable
 from hyperexport.errors import UserError
 from hyperexport.export.tensorrt.compat import export_compatibility
-from hyperexport.verify.compare import (REFERENCE, TOLERANCES, check_same_backbone, export_ids, max_abs_diff,
-                                        onnxruntime_runner, task_parity, token_mismatch, write_report)
+from hyperexport.verify.compare import (
+    REFERENCE,
+    TOLERANCES,
+    check_same_backbone,
+    export_ids,
+    max_abs_diff,
+    onnxruntime_runner,
+    task_parity,
+    token_mismatch,
+    write_report,
+)
 from hyperexport.verify.runners import ExportRunner, ParityInputs
 
 if TYPE_CHECKING:

@@ -13,11 +13,20 @@ from pathlib import Path
 
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.errors import UserError
-from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
 from hyperexport.export.tensorrt.compat import export_compatibility
-from hyperexport.verify.compare import (REFERENCE, TENSORRT, TENSORRT_TOLERANCES, TOLERANCES,  # noqa: F401 (public)
-                                        check_same_backbone, export_ids, generate_graph_runners, onnxruntime_runner,
-                                        task_parity, write_report)
+from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
+from hyperexport.verify.compare import (  # noqa: F401 (public)
+    REFERENCE,
+    TENSORRT,
+    TENSORRT_TOLERANCES,
+    TOLERANCES,
+    check_same_backbone,
+    export_ids,
+    generate_graph_runners,
+    onnxruntime_runner,
+    task_parity,
+    write_report,
+)
 from hyperexport.verify.runners import ExportRunner
 
 

@@ -51,7 +51,7 @@ class TorchRunner:
     def __init__(self, name: str, model: torch.nn.Module, task_id: int | None = None):
         self.name, self.model, self.task_id = name, model.eval(), task_id
 
-    def __enter__(self) -> "TorchRunner":
+    def __enter__(self) -> TorchRunner:
         return self
 
     def __exit__(self, *exc) -> None:

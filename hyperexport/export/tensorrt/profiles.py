@@ -71,7 +71,7 @@ class ShapeRanges:
     seq: Range
 
     @classmethod
-    def from_flags(cls, batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ) -> "ShapeRanges":
+    def from_flags(cls, batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ) -> ShapeRanges:
         ranges = cls(parse_range(batch, "--batch"), parse_range(seq, "--seq"))
         if ranges.seq.max < 2:
             raise UserError(f"--seq '{seq}': max must be at least 2 (one source token and </s>; "
