@@ -2,7 +2,8 @@
 examples by (a) a new task embedding only (`hyperexport adapt`'s path; started from rte's embedding or
 from N(0, 1)), (b) a fresh plain adapter (the `adapters` variant, one task) on the same frozen backbone
 and the run's trained layer norms, with the same K examples, steps and batch size, and (c) zero-shot
-with each trained task's embedding; and which task `--init-from auto` picks. Test accuracy on 200 held-out examples, mean ± std over seeds.
+with each trained task's embedding; and which task `--init-from auto` picks. Test accuracy on 200 held-out
+examples, mean ± std over seeds.
 
     python benchmarks/fewshot_bench.py [--run runs/demo] [--json results.json]
 
@@ -106,7 +107,8 @@ def main() -> None:
                 train_steps(run, model, task_data.train, steps=args.steps, learning_rate=lr, seed=seed,
                             progress_bar=False)
                 results.setdefault(method, {}).setdefault(shots, []).append(accuracy(model, task_data))
-                print(f"{method:30s} K={shots:<4d} seed {seed}: {results[method][shots][-1]:.1f}", file=sys.stderr, flush=True)
+                print(f"{method:30s} K={shots:<4d} seed {seed}: {results[method][shots][-1]:.1f}", file=sys.stderr,
+                      flush=True)
     table = ["| method | " + " | ".join(f"K = {k}" for k in SHOTS) + " |", "|---|" + "---|" * len(SHOTS)]
     for method, by_shots in results.items():
         if "all" in by_shots:

@@ -84,13 +84,16 @@ def fold_task(backbone: nn.Module, tensors: dict[str, torch.Tensor], activation:
         for layer, block in enumerate(getattr(backbone, stack).block):
             attention, feed_forward = block.layer[0], block.layer[-1]
             attention.SelfAttention = AdaptedAttention(
-                attention.SelfAttention, StaticAdapter(position_tensors(tensors, stack, layer, SELF_ATTENTION), activation))
+                attention.SelfAttention,
+                StaticAdapter(position_tensors(tensors, stack, layer, SELF_ATTENTION), activation))
             feed_forward.DenseReluDense = AdaptedFeedForward(
-                feed_forward.DenseReluDense, StaticAdapter(position_tensors(tensors, stack, layer, FEED_FORWARD), activation))
+                feed_forward.DenseReluDense,
+                StaticAdapter(position_tensors(tensors, stack, layer, FEED_FORWARD), activation))
     return backbone.eval()
 
 
-def position_tensors(tensors: dict[str, torch.Tensor], stack: str, layer: int, position: int) -> dict[str, torch.Tensor]:
+def position_tensors(tensors: dict[str, torch.Tensor], stack: str, layer: int,
+                     position: int) -> dict[str, torch.Tensor]:
     """One adapter's tensors (down_weight, ..., ln_bias) of a task file's `adapters.<stack>.*` [L, 2, ...]."""
     prefix = f"{ADAPTER_PREFIX}{stack}."
     return {key[len(prefix):]: t[layer, position] for key, t in tensors.items() if key.startswith(prefix)}
@@ -102,7 +105,8 @@ def load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> N
     parameters = dict(backbone.named_parameters())
     unknown = sorted(set(norms) - set(parameters))
     if unknown:
-        raise UserError(f"the task's layer norm '{unknown[0]}' is not in this backbone: it was materialized from another one")
+        raise UserError(f"the task's layer norm '{unknown[0]}' is not in this backbone: it was materialized from "
+                        "another one")
     with torch.no_grad():
         for name, tensor in norms.items():
             if parameters[name].shape != tensor.shape:

@@ -58,7 +58,8 @@ def export(
     to: Annotated[Path | None, typer.Option(help="--add-task: the multi-task export folder.")] = None,
     run: RunOpt = None,
     format: Annotated[Format, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = DEFAULT_FORMAT,
-    head: Annotated[ExportHead, typer.Option(help="Which graphs: the generate loop's, the classify scorer, or both.")] = DEFAULT_HEAD,
+    head: Annotated[ExportHead, typer.Option(
+        help="Which graphs: the generate loop's, the classify scorer, or both.")] = DEFAULT_HEAD,
     precision: Annotated[Precision, typer.Option(
         help="fp32; fp16 (wo kept fp32) or bf16 for GPUs (bf16 needs a GPU runtime); int8 (onnx only: "
              "dynamic quantization, CPU).")] = DEFAULT_PRECISION,
@@ -68,7 +69,8 @@ def export(
     timing_cache: Annotated[Path | None, typer.Option(
         help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
     output: Annotated[Path | None, typer.Option(
-        help="Export folder; default exports/<task>/<format>[-<precision>]/ (exports/multitask/... for several).")] = None,
+        help="Export folder; default exports/<task>/<format>[-<precision>]/ "
+             "(exports/multitask/... for several).")] = None,
     overwrite: OverwriteOpt = False,
     generate_graph: Annotated[bool, typer.Option(
         "--generate-graph", help="onnx, one task: also generate_model.onnx, the whole greedy loop in one ONNX "

@@ -16,6 +16,7 @@ preset is built with random weights (the figures then hold for real model sizes;
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import tempfile
@@ -122,7 +123,8 @@ def _peers(stack: contextlib.ExitStack, subject: Subject, built: Variants, folde
     return worker
 
 
-def _generate_facts(subject: Subject, built: Variants, steps: dict, seq: int, threads: int, worker, memory: bool) -> dict:
+def _generate_facts(subject: Subject, built: Variants, steps: dict, seq: int, threads: int, worker,
+                    memory: bool) -> dict:
     """Decode steps against the bound, resident memory and agreement."""
     from hyperexport.bench.agreement import agreement
     from hyperexport.bench.bandwidth import read_bandwidth
@@ -162,7 +164,8 @@ def _add_tensorrt(built: Variants, sizes: dict, engines: tuple[ExportFolder, Gra
     for head in export.heads:
         if head in built.fns:
             built.fns[head][name] = backend_fn(backend, head, subject.new_tokens, ids)
-            sizes.setdefault(name, {})[head] = sum(export.graph_file(g).stat().st_size for g in HEAD_GRAPHS[head]) / 2**20
+            graph_bytes = sum(export.graph_file(g).stat().st_size for g in HEAD_GRAPHS[head])
+            sizes.setdefault(name, {})[head] = graph_bytes / 2**20
 
 
 # ---- measuring ------------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ def _measure(subject: Subject, built: Variants, batches: tuple[int, ...], seq: i
         input_ids, attention_mask = random_inputs(subject, batch, seq)
         timers = built.timers if head == "generate" else {}
         timings = time_rounds(built.fns[head], input_ids, attention_mask, rounds,
-                               after_warmup=lambda: [t.seconds.clear() for t in timers.values()])
+                               after_warmup=functools.partial(_clear_timers, timers))
         steps.update({(variant, batch): list(timer.seconds) for variant, timer in timers.items()})
         for variant, seconds in timings.items():
             p50, p90 = (float(np.percentile(seconds, q)) for q in (50, 90))
@@ -185,6 +188,11 @@ def _measure(subject: Subject, built: Variants, batches: tuple[int, ...], seq: i
             rows.append({"head": head, "batch": batch, "variant": variant, "p50_ms": 1e3 * p50, "p90_ms": 1e3 * p90,
                          "throughput": items / p50, "unit": "tokens/s" if head == "generate" else "examples/s"})
     return rows, steps
+
+
+def _clear_timers(timers: dict) -> None:
+    for timer in timers.values():
+        timer.seconds.clear()
 
 
 def time_rounds(fns: dict[str, Callable], input_ids, attention_mask, rounds: int,

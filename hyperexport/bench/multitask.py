@@ -16,6 +16,7 @@ embeddings, so N different adapter sets); with a trained run, its first N tasks 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -137,12 +138,16 @@ def _fn(folder: Path, head: str, new_tokens: int, ids: GenerationIds | None, thr
     return run
 
 
+def _with_task_ids(fn: Callable, task_ids: np.ndarray | None, input_ids: np.ndarray, attention_mask: np.ndarray):
+    return fn(input_ids, attention_mask, task_ids)
+
+
 def _same_task(subject: Subject, fns: dict, head: str, batches: tuple[int, ...], seq: int, rounds: int) -> list[dict]:
     rows = []
     for batch in batches:
         input_ids, attention_mask = (t.numpy() for t in random_inputs(subject, batch, seq))
         zeros = np.zeros(batch, dtype=np.int64)  # the first task: the single-task export's
-        timed = {name: (lambda i, m, fn=fn, multi=name.startswith("multitask"): fn(i, m, zeros if multi else None))
+        timed = {name: functools.partial(_with_task_ids, fn, zeros if name.startswith("multitask") else None)
                  for name, fn in fns.items()}
         for variant, seconds in time_rounds(timed, input_ids, attention_mask, rounds).items():
             rows.append(_row(head, batch, variant, seconds, batch * (subject.new_tokens if head == "generate" else 1)))
@@ -195,7 +200,8 @@ def _session_rss_mb(folder: Path, threads: int) -> float:
     import subprocess
     import sys
 
-    code = "import sys; from hyperexport.bench.multitask import open_sessions; print(open_sessions(sys.argv[1], int(sys.argv[2])))"
+    code = ("import sys; from hyperexport.bench.multitask import open_sessions; "
+            "print(open_sessions(sys.argv[1], int(sys.argv[2])))")
     done = subprocess.run([sys.executable, "-c", code, str(folder), str(threads)], capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -149,7 +149,7 @@ def _label_id(task: TaskSpec, text: str, where: str) -> int | float:
             return task.label_map[text]
         return int(text)
     except ValueError:
-        raise UserError(f"{where}: label {text!r} is not a label of '{task.name}'; fix the file")
+        raise UserError(f"{where}: label {text!r} is not a label of '{task.name}'; fix the file") from None
 
 
 # --- local JSONL / CSV files -------------------------------------------------------------------
@@ -201,7 +201,7 @@ def _jsonl_rows(file: Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as error:
-                raise UserError(f"{file}:{line} is not valid JSON ({error.msg}); fix that line")
+                raise UserError(f"{file}:{line} is not valid JSON ({error.msg}); fix that line") from None
             if not isinstance(row, dict):
                 raise UserError(f"{file}:{line} is not a JSON object; write one object per line")
             rows.append((line, row))

@@ -92,7 +92,8 @@ def export_request(task: str | None, tasks: str | None, all_tasks: bool, add_tas
                                       ("--add-task", add_task)) if given is not None]
     if len(asked) != 1:
         given = f" (not {' and '.join(asked)})" if asked else ""
-        raise UserError(f"name one task with --task, several with --tasks a,b,c (or --all), or --add-task T --to EXPORT{given}")
+        raise UserError("name one task with --task, several with --tasks a,b,c (or --all), or --add-task T --to "
+                        f"EXPORT{given}")
     if (add_task is None) != (to is None):
         raise UserError("--add-task T needs --to EXPORT: the multi-task export to add the task to")
     if fmt not in ("onnx", "tensorrt"):
@@ -159,7 +160,8 @@ def check_task_names(names: Sequence[str], run_folder: RunFolder) -> None:
         raise UserError(f"task '{repeated[0]}' is named twice: list each task once")
 
 
-def check_same_source(folders: Sequence[TaskFolder], tensors: Sequence[dict[str, torch.Tensor]]) -> tuple[str, str | None]:
+def check_same_source(folders: Sequence[TaskFolder],
+                      tensors: Sequence[dict[str, torch.Tensor]]) -> tuple[str, str | None]:
     """The shared facts of the tasks (trained layer norms, backbone weights), which must agree: the graphs
     hold them once."""
     from hyperexport.stack import shared_digest

@@ -65,7 +65,8 @@ def export_task_classify_graph(scorer: TaskLabelScorer, path: Path, opset: int =
     """The scorer as one graph: input_ids, attention_mask, task_ids -> scores [batch, num_labels]."""
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long), torch.zeros(2, dtype=torch.long))
     with torch.no_grad(), quiet_tracing():
-        torch.onnx.export(scorer.eval(), example, str(path), input_names=["input_ids", "attention_mask", TASK_IDS_INPUT],
+        torch.onnx.export(scorer.eval(), example, str(path),
+                          input_names=["input_ids", "attention_mask", TASK_IDS_INPUT],
                           output_names=["scores"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
                                         "attention_mask": {0: "batch_size", 1: "sequence_length"},

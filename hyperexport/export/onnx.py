@@ -44,7 +44,8 @@ HEADS = EXPORT_HEADS
 
 def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = DEFAULT_HEAD,
                 opset: int = DEFAULT_OPSET, output: Path | None = None, overwrite: bool = False,
-                precision: Precision = DEFAULT_PRECISION, generate_graph: bool = False, store_once: bool = True) -> Path:
+                precision: Precision = DEFAULT_PRECISION, generate_graph: bool = False,
+                store_once: bool = True) -> Path:
     """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`.
     `generate_graph`: also `generate_model.onnx` (ONNX Runtime only). `store_once=False` keeps optimum's
     three generate graphs, each with its own weights (what TensorRT engines are built from)."""

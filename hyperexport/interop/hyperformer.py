@@ -131,7 +131,8 @@ def read_settings(path: Path) -> OriginalSettings:
         raise UserError(f"{path} needs `tasks` and `adapter_config_name` (adapter or meta-adapter)")
     for name, value in known.items():
         expected = _SETTING_TYPES.get(name)
-        if expected is not None and not _is_setting(value, expected) and not (name == "task_embedding_dim" and value is None):
+        nullable = name == "task_embedding_dim" and value is None
+        if expected is not None and not _is_setting(value, expected) and not nullable:
             raise UserError(f"{path}: {name} must be {_SETTING_KINDS[expected]}, got {value!r}")
     settings = OriginalSettings(**known)
     problem = _unsupported(settings)
@@ -141,8 +142,9 @@ def read_settings(path: Path) -> OriginalSettings:
 
 
 # the type each setting must have in the JSON (task_embedding_dim may also be null)
-_SETTING_TYPES = {name: type(field.default) for name, field in OriginalSettings.__dataclass_fields__.items()
-                  if isinstance(field.default, (bool, int, str))} | {"adapter_config_name": str, "task_embedding_dim": int}
+_SETTING_TYPES = ({name: type(field.default) for name, field in OriginalSettings.__dataclass_fields__.items()
+                   if isinstance(field.default, (bool, int, str))}
+                  | {"adapter_config_name": str, "task_embedding_dim": int})
 _SETTING_KINDS = {bool: "true or false", int: "a positive whole number", str: "a string"}
 
 

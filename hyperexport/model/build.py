@@ -16,7 +16,8 @@ from hyperexport.model.hyper_t5 import HyperT5
 
 OFFLINE_TOKENIZER = ("set backbone.tokenizer to a local folder (save_pretrained), or to byt5 or demo-words, "
                      "which need no files")
-OFFLINE_BACKBONE = "set backbone.pretrained to a local folder of T5 weights (save_pretrained), or null for random weights"
+OFFLINE_BACKBONE = ("set backbone.pretrained to a local folder of T5 weights (save_pretrained), "
+                    "or null for random weights")
 BYTE_TOKENIZER = "byt5"  # ByT5's byte tokenizer: needs no files
 DEMO_WORD_TOKENIZER = "demo-words"  # one token per word of the demo's synthetic vocabulary
 

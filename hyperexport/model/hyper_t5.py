@@ -91,7 +91,8 @@ class HyperT5(nn.Module):
 
     def _adapt(self, stack: str, layer: int, position: int, y: torch.Tensor) -> torch.Tensor:
         if self._active is None:
-            raise RuntimeError("HyperT5 ran without task ids: call model(task_ids=..., ...) or model.generate(task_ids=...)")
+            raise RuntimeError("HyperT5 ran without task ids: call model(task_ids=..., ...) or "
+                               "model.generate(task_ids=...)")
         weights, task_index = self._active
         if task_index is not None and y.shape[0] != task_index.shape[0]:  # beams / num_return_sequences
             task_index = task_index.repeat_interleave(y.shape[0] // task_index.shape[0])

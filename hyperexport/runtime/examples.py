@@ -68,8 +68,8 @@ def _task_row(table: TaskTable, value: object, where: str, task: str | None) -> 
     if named is None:
         return table.index(_default_task(table, task, where))
     if isinstance(named, bool) or not isinstance(named, (str, int)):
-        raise UserError(f"{where}: field {TASK_FIELD} is {json_kind(named)}; give a task name ({', '.join(table.names)}) "
-                        "or its row number")
+        raise UserError(f"{where}: field {TASK_FIELD} is {json_kind(named)}; "
+                        f"give a task name ({', '.join(table.names)}) or its row number")
     if isinstance(named, int) and not 0 <= named < len(table.names):
         raise UserError(f"{where}: task id {named} is out of range: the export has {len(table.names)} tasks "
                         f"({table.describe()})")

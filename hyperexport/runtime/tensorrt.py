@@ -40,7 +40,8 @@ def check_plan_compatible(folder: Path, manifest: ExportManifest, current: dict[
     different = [fact for fact in _PLAN_FACTS if str(getattr(manifest, fact)) != str(current.get(fact))]
     if different:
         built = f"TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} (sm {manifest.compute_capability})"
-        here = f"TensorRT {current.get('tensorrt_version')} on {current.get('gpu_name')} (sm {current.get('compute_capability')})"
+        here = (f"TensorRT {current.get('tensorrt_version')} on {current.get('gpu_name')} "
+                f"(sm {current.get('compute_capability')})")
         raise UserError(f"{folder} holds plans built with {built}, but this machine has {here}: rebuild them here with "
                         f"`hyperexport export --task {manifest.task} --format tensorrt --overwrite`")
 

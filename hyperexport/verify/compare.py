@@ -72,8 +72,8 @@ def task_parity(loaded: TrainedRun, task: str, folded: torch.nn.Module, facts: T
     for runner in runners + export_runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    tolerances = {name: (TENSORRT_TOLERANCES if name == TENSORRT else TOLERANCES)["fp32" if name == FOLDED else precision]
-                  for name in outputs}
+    tolerances = {name: (TENSORRT_TOLERANCES if name == TENSORRT else TOLERANCES)[
+                      "fp32" if name == FOLDED else precision] for name in outputs}
     comparisons = [row for name in input_sets for row in compare(outputs, name, tolerances)]
     metrics = [] if token_ids_only else metric_parity(
         {runner: by_set["evaluation"] for runner, by_set in outputs.items()}, targets, loaded, task, facts, tolerances)

@@ -3,8 +3,8 @@
 Inputs: the task's evaluation (test) split and a seeded batch of random token ids. Runners: PyTorch
 with the hypernetwork (the reference, from the run), PyTorch folded (from the materialized task),
 ONNX Runtime (the export; and its one-graph generator, where it has one). Per runner and output: max
-|delta| against the export precision's tolerance (`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens identical, task metric equal); NaN/Inf
-anywhere fails. The report goes to `<export>/parity_report.json`.
+|delta| against the export precision's tolerance (`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens
+identical, task metric equal); NaN/Inf anywhere fails. The report goes to `<export>/parity_report.json`.
 """
 
 from __future__ import annotations

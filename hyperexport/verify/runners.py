@@ -1,6 +1,6 @@
 """Runners: one small interface over PyTorch (hypernetwork or folded) and an export's graphs on any
-`GraphBackend` (ONNX Runtime, TensorRT), so `verify` treats every runtime alike (Polygraphy's runner design). A runner is a context manager (activate /
-deactivate) whose `infer(inputs)` returns named numpy outputs:
+`GraphBackend` (ONNX Runtime, TensorRT), so `verify` treats every runtime alike (Polygraphy's runner design).
+A runner is a context manager (activate / deactivate) whose `infer(inputs)` returns named numpy outputs:
 - `logits` [B, T, V]: teacher-forced decoder logits (generate head);
 - `scores` [B, K]: log-probability of each label string (classify head);
 - `tokens` [B, N]: greedy generation (generate head; `generate_model.onnx` too, where the export has it).
@@ -34,7 +34,8 @@ class ParityInputs:
     task_ids: torch.Tensor | None = None  # [B] a multi-task export's task-table row per example
 
 
-def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_right: Callable, inputs: ParityInputs) -> torch.Tensor:
+def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_right: Callable,
+                                 inputs: ParityInputs) -> torch.Tensor:
     """scores[b, k] = sum_t log p(label_k[t] | input b, label_k[<t]) with `forward(**kw) -> logits`."""
     scores = []
     for label in inputs.label_ids:  # K is small (2-3 labels; 26 for stsb)

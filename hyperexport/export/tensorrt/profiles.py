@@ -57,7 +57,8 @@ def parse_range(text: str, flag: str) -> Range:
     if low < 1:
         raise UserError(f"{flag} '{text}': min must be at least 1")
     if not low <= opt <= high:
-        raise UserError(f"{flag} '{text}': need min <= opt <= max, e.g. {flag} {low}:{max(low, min(opt, high))}:{max(low, high)}")
+        raise UserError(f"{flag} '{text}': need min <= opt <= max, e.g. "
+                        f"{flag} {low}:{max(low, min(opt, high))}:{max(low, high)}")
     if high > MAX_DIMENSION:
         raise UserError(f"{flag} '{text}': max {high} is above {MAX_DIMENSION}")
     return Range(low, opt, high)
