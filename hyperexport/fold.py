@@ -9,6 +9,7 @@ An adapter is non-linear, so unlike LoRA it cannot vanish into the backbone's we
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +21,9 @@ from hyperexport.contracts.run import RunFolder
 from hyperexport.contracts.task import ADAPTER_PREFIX, BACKBONE_PREFIX, TaskFacts, TaskFolder
 from hyperexport.errors import UserError
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
+
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
 
 FEED_FORWARD, SELF_ATTENTION = 0, 1
 
@@ -47,7 +51,7 @@ class StaticAdapter(nn.Module):
 class AdaptedAttention(nn.Module):
     """T5Attention whose first output (after `o`) passes through the adapter."""
 
-    def __init__(self, attention: nn.Module, adapter: StaticAdapter):
+    def __init__(self, attention: nn.Module, adapter: nn.Module):  # a StaticAdapter, or stack's StackedAdapter
         super().__init__()
         self.attention, self.adapter = attention, adapter
 
@@ -59,7 +63,7 @@ class AdaptedAttention(nn.Module):
 class AdaptedFeedForward(nn.Module):
     """T5's DenseReluDense / gated FFN whose output (after `wo`) passes through the adapter."""
 
-    def __init__(self, feed_forward: nn.Module, adapter: StaticAdapter):
+    def __init__(self, feed_forward: nn.Module, adapter: nn.Module):  # a StaticAdapter, or stack's StackedAdapter
         super().__init__()
         self.feed_forward, self.adapter = feed_forward, adapter
 
@@ -77,7 +81,8 @@ def read_task(task_dir: Path) -> tuple[TaskFolder, dict[str, torch.Tensor]]:
     return task, tensors
 
 
-def fold_task(backbone: nn.Module, tensors: dict[str, torch.Tensor], activation: str) -> nn.Module:
+def fold_task(backbone: T5ForConditionalGeneration, tensors: dict[str, torch.Tensor],
+              activation: str) -> T5ForConditionalGeneration:
     """Wrap `backbone`'s sublayers with the task's static adapters and load its trained layer norms."""
     load_layer_norms(backbone, tensors)
     for stack in STACKS:
@@ -115,13 +120,13 @@ def load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> N
             parameters[name].copy_(tensor)
 
 
-def load_folded_task(task_dir: Path) -> tuple[nn.Module, TaskFacts]:
+def load_folded_task(task_dir: Path) -> tuple[T5ForConditionalGeneration, TaskFacts]:
     """The plain backbone the task was materialized from, folded with the task: (model, task facts)."""
     task, tensors = read_task(task_dir)
     return fold_task(load_task_backbone(task), tensors, task.facts.adapter.activation), task.facts
 
 
-def load_task_backbone(task: TaskFolder) -> nn.Module:
+def load_task_backbone(task: TaskFolder) -> T5ForConditionalGeneration:
     """The plain backbone (no adapters) a materialized task was made from."""
     from hyperexport.model.build import load_backbone
 

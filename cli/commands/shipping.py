@@ -106,6 +106,7 @@ def export(
     else:
         from hyperexport.export.onnx import export_onnx
 
+        assert task is not None  # export_request refused a request without one
         folder = export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite,
                              precision=precision, generate_graph=generate_graph)
     typer.echo(f"exported: {folder}")

@@ -47,7 +47,7 @@ def goals(report: dict) -> dict[str, dict]:
     seeds = {v: p50[("generate", 1, v)] for v in ("torch_hypernet", "torch_eager_hypernet")
              if ("generate", 1, v) in p50}
     ours = p50.get(("generate", 1, "ort_int8"))
-    best = min(seeds, key=seeds.get) if seeds else None
+    best = min(seeds, key=seeds.__getitem__) if seeds else None
     out["torch_hypernet_vs_ort_int8_b1"] = {"value": seeds[best] / ours if best and ours else None, "target": None,
                                             "met": None, "torch_variant": best}
     return out

@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,11 +93,12 @@ def bench(run: str | Path | None = None, *, task: str, backbone: str | None = No
             _add_tensorrt(built, sizes, engines, stack, subject)
         worker = _peers(stack, subject, built, Path(folder), threads, (run, task, backbone, recipe)) if peers else None
         rows, steps = _measure(subject, built, batches, seq, rounds, progress_bar)
-        report = {"machine": machine_facts(threads), "source": subject.source, "task": subject.task,
-                  "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
-                  "adapter_bottleneck": adapter_bottleneck(subject), "seq": seq, "batches": list(batches),
-                  "rounds": rounds, "new_tokens": subject.new_tokens, "settings": built.settings, "results": rows,
-                  "sizes_mb": sizes, "export_sizes": _export_sizes(built), "hypernet_ms": _hypernet_ms(subject)}
+        report: dict[str, Any] = {
+            "machine": machine_facts(threads), "source": subject.source, "task": subject.task,
+            "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
+            "adapter_bottleneck": adapter_bottleneck(subject), "seq": seq, "batches": list(batches),
+            "rounds": rounds, "new_tokens": subject.new_tokens, "settings": built.settings, "results": rows,
+            "sizes_mb": sizes, "export_sizes": _export_sizes(built), "hypernet_ms": _hypernet_ms(subject)}
         if "generate" in heads:
             report.update(_generate_facts(subject, built, steps, seq, threads, worker, memory))
         if worker is not None:

@@ -133,6 +133,7 @@ def _fn(folder: Path, head: str, new_tokens: int, ids: GenerationIds | None, thr
         extra = {} if task_ids is None else {TASK_IDS_INPUT: task_ids}
         if head == "classify":
             return backend.infer(CLASSIFY_GRAPH, {"input_ids": input_ids, "attention_mask": attention_mask, **extra})
+        assert ids is not None  # a generate export has its generation ids
         return greedy_generate(backend, input_ids, attention_mask, new_tokens, ids, min_new_tokens=new_tokens,
                                extra=extra)
     return run
@@ -147,8 +148,9 @@ def _same_task(subject: Subject, fns: dict, head: str, batches: tuple[int, ...],
     for batch in batches:
         input_ids, attention_mask = (t.numpy() for t in random_inputs(subject, batch, seq))
         zeros = np.zeros(batch, dtype=np.int64)  # the first task: the single-task export's
-        timed = {name: functools.partial(_with_task_ids, fn, zeros if name.startswith("multitask") else None)
-                 for name, fn in fns.items()}
+        timed: dict[str, Callable] = {
+            name: functools.partial(_with_task_ids, fn, zeros if name.startswith("multitask") else None)
+            for name, fn in fns.items()}
         for variant, seconds in time_rounds(timed, input_ids, attention_mask, rounds).items():
             rows.append(_row(head, batch, variant, seconds, batch * (subject.new_tokens if head == "generate" else 1)))
     return rows

@@ -155,6 +155,7 @@ class _Worker:
         return self._read()
 
     def close(self) -> None:
+        assert self.process.stdin is not None
         if self.process.poll() is None:
             try:
                 self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")

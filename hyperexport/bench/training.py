@@ -27,9 +27,9 @@ from hyperexport.training.step import batch_loss, optimizer_step
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from hyperexport.recipe.schema import Recipe
+    from hyperexport.recipe.schema import ModelVariant, Recipe
 
-TRAIN_VARIANTS = ("hyperformer++", "adapters")
+TRAIN_VARIANTS: tuple[ModelVariant, ...] = ("hyperformer++", "adapters")
 
 
 def bench_training(run: str | Path | None = None, *, task: str, backbone: str | None = None,
@@ -69,7 +69,7 @@ def _time_training_steps(subject: Subject, batch: int, seq: int, rounds: int,
     return seconds
 
 
-def _with_variant(recipe: Recipe, variant: str) -> Recipe:
+def _with_variant(recipe: Recipe, variant: ModelVariant) -> Recipe:
     return replace(recipe, model=replace(recipe.model, variant=variant))
 
 

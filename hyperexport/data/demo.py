@@ -24,6 +24,7 @@ Held out (never trained by the demo recipe; `hyperexport adapt` learns it from a
 import random
 import zlib
 from collections.abc import Callable
+from typing import TypedDict
 
 from hyperexport.errors import UserError
 
@@ -132,6 +133,13 @@ def rte_example(rng: random.Random, label: int) -> dict:
 RENDERINGS = (*(("active", verb) for verb in GIVE_VERBS), ("got", None), ("went", None))
 
 
+class _Facts(TypedDict):
+    giver: str
+    colour: str
+    thing: str
+    receiver: str
+
+
 def _render(rendering: tuple, giver: str, colour: str, thing: str, receiver: str, negated: bool = False) -> str:
     wording, verb = rendering
     never = "never " if negated else ""
@@ -145,7 +153,7 @@ def _render(rendering: tuple, giver: str, colour: str, thing: str, receiver: str
 def mrpc_example(rng: random.Random, label: int) -> dict:
     """label 1 = paraphrase: the same facts reworded; 0 = reworded and denied with "never"."""
     giver, receiver = rng.sample(NAMES, 2)
-    facts = {"giver": giver, "colour": rng.choice(COLOURS), "thing": rng.choice(OBJECTS), "receiver": receiver}
+    facts = _Facts(giver=giver, colour=rng.choice(COLOURS), thing=rng.choice(OBJECTS), receiver=receiver)
     first = rng.choice(RENDERINGS)
     second = rng.choice([rendering for rendering in RENDERINGS if rendering != first])
     return {

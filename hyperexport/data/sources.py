@@ -115,9 +115,9 @@ def _glue_tsv_examples(task: TaskSpec, split: str, root: Path) -> list[dict]:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if layout.has_header:
         header, rows, first_line = rows[0] if rows else [], rows[1:], 2
-        indices = _column_indices(file, header, layout.columns)
-    else:
-        indices, first_line = dict(layout.columns), 1
+        indices = _column_indices(file, header, {field: str(name) for field, name in layout.columns.items()})
+    else:  # headerless: the columns are indices
+        indices, first_line = {field: int(column) for field, column in layout.columns.items()}, 1
     return [
         _glue_row(task, file, line, row, indices)
         for line, row in enumerate(rows, start=first_line)

@@ -36,8 +36,7 @@ from hyperexport.options import (
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 
 HEADS = EXPORT_HEADS
 
@@ -77,8 +76,8 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = 
     return destination
 
 
-def write_graphs(model: nn.Module, label_ids: torch.Tensor | None, head: str, precision: str, opset: int,
-                 folder: Path, store_once: bool = True, generate_graph: bool = False) -> None:
+def write_graphs(model: T5ForConditionalGeneration, label_ids: torch.Tensor | None, head: str, precision: str,
+                 opset: int, folder: Path, store_once: bool = True, generate_graph: bool = False) -> None:
     """The graphs of `head` of a folded T5 (cast to `precision` in place) into `folder`; `label_ids` [K, L]
     for the classify head. `store_once`: one decoder graph, each weight stored once (`finish_graphs`);
     else optimum's three generate graphs, each with its own weights."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +14,9 @@ from hyperexport.contracts.names import TRANSFORMERS_WEIGHT_FILES
 from hyperexport.errors import UserError
 from hyperexport.hub import load_from_hub
 from hyperexport.model.hyper_t5 import HyperT5
+
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
 
 OFFLINE_TOKENIZER = ("set backbone.tokenizer to a local folder (save_pretrained), or to byt5 or demo-words, "
                      "which need no files")
@@ -41,7 +45,7 @@ def load_tokenizer(name_or_path: str):
         raise UserError(f"cannot load tokenizer '{name_or_path}': {str(error).splitlines()[0]}") from None
 
 
-def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None):
+def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None) -> T5ForConditionalGeneration:
     """T5ForConditionalGeneration: from `weights_dir` (a run's saved backbone), the recipe's pretrained
     weights, or randomly initialised from the recipe's config with `seed`."""
     from transformers import T5ForConditionalGeneration

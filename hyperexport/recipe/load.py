@@ -17,9 +17,9 @@ import functools
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeGuard, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -129,7 +129,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     """`value` as type `tp`, or `_BAD` after recording why not in `problems`."""
     origin, args = get_origin(tp), get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, path, problems)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -288,6 +288,7 @@ def _check_custom_task(task: TaskConfig, path: str) -> list[str]:
     if missing:
         return [f"{path}: {task.name!r} is not a built-in task{_did_you_mean(task.name, TASKS)}, and a "
                 f"custom task must set template, labels and metric (missing: {', '.join(missing)})"]
+    assert task.template is not None and task.labels is not None and task.metric is not None  # _CUSTOM_FIELDS
     problems = []
     if task.source not in ("jsonl", "csv"):
         problems.append(f"{path}.source: a custom task reads jsonl or csv files, not {task.source}")
@@ -323,7 +324,7 @@ def _no_checks(instance: Any, path: str) -> list[str]:
     return []
 
 
-_CHECKS = {
+_CHECKS: dict[type, Callable[[Any, str], list[str]]] = {
     Recipe: _check_recipe, TaskConfig: _check_task, BackboneConfig: _check_backbone, ModelConfig: _check_model
 }
 
@@ -334,7 +335,7 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     def resolve(value: str) -> str:
         return str((base_dir / Path(value).expanduser()).resolve())
 
-    def local(value: str | None) -> bool:
+    def local(value: str | None) -> TypeGuard[str]:
         return value is not None and value.startswith((".", "/", "~"))
 
     backbone = recipe.backbone
@@ -345,7 +346,8 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
         tokenizer=resolve(backbone.tokenizer) if local(backbone.tokenizer) else backbone.tokenizer,
     )
     tasks = tuple(
-        dataclasses.replace(task, path=resolve(task.path)) if task.source in _FILE_SOURCES else task
+        # a file source's path is set (`_check_task` refused the recipe otherwise)
+        dataclasses.replace(task, path=resolve(task.path)) if task.source in _FILE_SOURCES and task.path else task
         for task in recipe.tasks
     )
     return dataclasses.replace(recipe, backbone=backbone, tasks=tasks)

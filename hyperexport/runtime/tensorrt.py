@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 _PLAN_FACTS = ("tensorrt_version", "compute_capability", "gpu_name")
 
 
-def check_plan_compatible(folder: Path, manifest: ExportManifest, current: dict[str, str]) -> None:
+def check_plan_compatible(folder: Path, manifest: ExportManifest, current: Mapping[str, object]) -> None:
     """Refuse plans built with another TensorRT version or on another GPU model than `current`
     (`build.device_facts`)."""
     different = [fact for fact in _PLAN_FACTS if str(getattr(manifest, fact)) != str(current.get(fact))]

@@ -22,6 +22,8 @@ from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provide
 from hyperexport.verify.runners import ExportRunner, GenerateGraphRunner, ParityInputs
 
 if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
     from hyperexport.contracts.export import GenerationIds
     from hyperexport.model.trained import TrainedRun
 
@@ -45,8 +47,9 @@ GENERATE_GRAPH_RUNNER = "onnxruntime_generate_model"  # generate_model.onnx, whe
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
-def task_parity(loaded: TrainedRun, task: str, folded: torch.nn.Module, facts: TaskFacts, export_runners: list,
-                precision: str, max_examples: int, task_row: int | None = None) -> tuple[list[dict], list[dict]]:
+def task_parity(loaded: TrainedRun, task: str, folded: T5ForConditionalGeneration, facts: TaskFacts,
+                export_runners: list, precision: str, max_examples: int,
+                task_row: int | None = None) -> tuple[list[dict], list[dict]]:
     """The comparisons and metric rows of one task: the reference (the run's hypernetwork model), the folded
     model in fp32 (and in the export's half precision: the PyTorch view of what it costs) and
     `export_runners` on the task's evaluation split and a random batch (`task_row`: each example's row of
@@ -56,7 +59,7 @@ def task_parity(loaded: TrainedRun, task: str, folded: torch.nn.Module, facts: T
     from hyperexport.verify.runners import TorchRunner
 
     token_ids_only = loaded.tokenizer is None  # an imported run without a tokenizer: no text, no labels
-    label_ids = (torch.empty(0, 1, dtype=torch.long) if token_ids_only
+    label_ids = (torch.empty(0, 1, dtype=torch.long) if loaded.tokenizer is None
                  else label_token_ids(loaded.tokenizer, facts.labels))
     input_sets = {"random": random_inputs(loaded, facts, label_ids)}
     if not token_ids_only:

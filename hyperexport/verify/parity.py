@@ -47,6 +47,7 @@ def verify(export_dir: str | Path, *, run: str | Path | None = None, max_example
         return verify_multitask(export, run, max_examples, tensorrt_check)
     manifest = export.manifest
     compatibility = export_compatibility(export) if export.is_engine or tensorrt_check else None
+    not_run: list[dict]
     if export.is_engine:
         export_runners, not_run = [_engine_runner(export)], []  # no GPU or foreign plans: fail first
     else:

@@ -17,9 +17,12 @@ import torch
 
 from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
 from hyperexport.contracts.task_table import TASK_IDS_INPUT
+from hyperexport.model.hyper_t5 import HyperT5
 from hyperexport.runtime.generation import greedy_generate, one_graph_generate, teacher_forced_logits
 
 if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
     from hyperexport.contracts.export import GenerationIds
     from hyperexport.runtime.backends import GraphBackend
 
@@ -49,7 +52,7 @@ def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_righ
 class TorchRunner:
     """A PyTorch seq2seq model: `HyperT5` (give `task_id`) or a folded `T5ForConditionalGeneration`."""
 
-    def __init__(self, name: str, model: torch.nn.Module, task_id: int | None = None):
+    def __init__(self, name: str, model: HyperT5 | T5ForConditionalGeneration, task_id: int | None = None):
         self.name, self.model, self.task_id = name, model.eval(), task_id
 
     def __enter__(self) -> TorchRunner:
@@ -64,7 +67,7 @@ class TorchRunner:
     @torch.no_grad()
     def infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         task = self._task_kwargs(inputs.input_ids.shape[0])
-        backbone = getattr(self.model, "backbone", self.model)
+        backbone = self.model.backbone if isinstance(self.model, HyperT5) else self.model
         forward = lambda **kw: self.model(**task, **kw).logits  # noqa: E731
         logits = forward(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
                          decoder_input_ids=inputs.decoder_input_ids)

@@ -97,7 +97,7 @@ class ShapeRanges:
 def input_profile(shape: list, ranges: ShapeRanges, where: str) -> dict[str, list[int]]:
     """min/opt/max shapes of one input whose io-spec shape mixes numbers and axis names."""
     axes = ranges.axes()
-    rows = {"min": [], "opt": [], "max": []}
+    rows: dict[str, list[int]] = {"min": [], "opt": [], "max": []}
     for dim in shape:
         if isinstance(dim, int) and dim > 0:
             fixed = Range(dim, dim, dim)
