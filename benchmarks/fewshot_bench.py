@@ -33,7 +33,12 @@ from hyperexport.tasks.registry import get_task  # noqa: E402
 from hyperexport.training.accelerator import accelerator_for  # noqa: E402
 from hyperexport.training.adapt import DEFAULT_LEARNING_RATE, PRECISION  # noqa: E402
 from hyperexport.training.adapt_loop import evaluate_new_task, nearest_task, train_steps  # noqa: E402
-from hyperexport.training.adapt_model import RunToAdapt, adaptation_model, initial_embedding, set_trainable  # noqa: E402
+from hyperexport.training.adapt_model import (  # noqa: E402
+    RunToAdapt,
+    adaptation_model,
+    initial_embedding,
+    set_trainable,
+)
 from hyperexport.training.few_shot import read_labelled_file, split_few_shot  # noqa: E402
 
 TASK = "scitail"
