@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TypedDict
 
 from hyperexport.errors import UserError
+from hyperexport.tasks.registry import get_task
 
 DEMO_SPLIT_SIZES = {"train": 2000, "validation": 400}
 VALIDATION_SHARE = 5  # one text in five belongs to validation
@@ -189,8 +190,6 @@ HELD_OUT_GENERATORS: dict[str, Callable[[random.Random, int], dict]] = {"scitail
 
 def demo_vocabulary() -> list[str]:
     """Every word the demo tasks' sources and targets can contain (the `demo-words` tokenizer's)."""
-    from hyperexport.tasks.registry import get_task
-
     words: set[str] = set()
     for name, generate in DEMO_GENERATORS.items():
         task, rng = get_task(name), random.Random(name)

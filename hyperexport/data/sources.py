@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hyperexport.data.demo import DEMO_SPLIT_SIZES, demo_examples
 from hyperexport.errors import UserError
+from hyperexport.hub import datasets_offline_unless_reachable, unreachable_dataset
 from hyperexport.tasks.registry import TaskSpec
 
 SOURCES = ("hf", "glue_dir", "jsonl", "csv", "demo")
@@ -80,8 +81,6 @@ def _hub_examples(task: TaskSpec, split: str) -> list[dict]:
     if task.hf_path is None:
         raise UserError(f"task '{task.name}' has no hub dataset; use source jsonl or csv with a path")
     import datasets  # heavy; only online users reach this
-
-    from hyperexport.hub import datasets_offline_unless_reachable, unreachable_dataset
 
     with datasets_offline_unless_reachable() as online:
         try:

@@ -28,6 +28,8 @@ from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names, publish
 from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.errors import UserError
+from hyperexport.recipe.load import recipe_from_dict, recipe_to_dict
+from hyperexport.tasks.registry import TASKS
 
 WEIGHT_FILES = names.TRANSFORMERS_WEIGHT_FILES
 CONFIG_FILE = names.TRANSFORMERS_CONFIG_FILE
@@ -238,9 +240,6 @@ def _t5_config(config_class, original: dict):
 
 def _recipe(settings: OriginalSettings, name: str, tokenizer: str | None):
     """The run's recipe: the original's tasks and adapter settings; the backbone is the run's own folder."""
-    from hyperexport.recipe.load import recipe_from_dict
-    from hyperexport.tasks.registry import TASKS
-
     unknown = [task for task in settings.tasks if task not in TASKS]
     if unknown:
         raise UserError(f"task '{unknown[0]}' of the checkpoint is not a registered task: registered tasks are "
@@ -285,7 +284,6 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
     import yaml
 
     from hyperexport.params import count_parameters
-    from hyperexport.recipe.load import recipe_to_dict
     from hyperexport.training.checkpoint import save_trainable
 
     with publish.building(destination) as tmp:

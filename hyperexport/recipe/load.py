@@ -23,9 +23,12 @@ from typing import Any, Literal, TypeGuard, Union, get_args, get_origin, get_typ
 
 import yaml
 
+from hyperexport.backbones import PRESETS
 from hyperexport.contracts.fields import to_json
+from hyperexport.data.demo import DEMO_GENERATORS
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import DEFAULT_RECIPE, BackboneConfig, ModelConfig, Recipe, TaskConfig
+from hyperexport.tasks.registry import TASKS, custom_task
 
 # Every number in the schema must be > 0, except these, which may also be 0.
 _MAY_BE_ZERO = frozenset({"warmup_steps", "seed", "data_seed", "weight_decay", "label_smoothing"})
@@ -261,9 +264,6 @@ _NAME_RULE = "is not a valid name (letters, digits and _ . + -, starting with a 
 
 
 def _check_task(task: TaskConfig, path: str) -> list[str]:
-    from hyperexport.data.demo import DEMO_GENERATORS
-    from hyperexport.tasks.registry import TASKS
-
     problems = [] if _SAFE_NAME.fullmatch(task.name) else [f"{path}.name: {task.name!r} {_NAME_RULE}"]
     if task.name in TASKS:
         given = [key for key in _CUSTOM_FIELDS if getattr(task, key) is not None]
@@ -282,8 +282,6 @@ def _check_task(task: TaskConfig, path: str) -> list[str]:
 
 
 def _check_custom_task(task: TaskConfig, path: str) -> list[str]:
-    from hyperexport.tasks.registry import TASKS, custom_task
-
     missing = [key for key in _CUSTOM_FIELDS if getattr(task, key) is None]
     if missing:
         return [f"{path}: {task.name!r} is not a built-in task{_did_you_mean(task.name, TASKS)}, and a "
@@ -305,8 +303,6 @@ _CUSTOM_FIELDS = ("template", "labels", "metric")
 
 
 def _check_backbone(backbone: BackboneConfig, path: str) -> list[str]:
-    from hyperexport.backbones import PRESETS
-
     config = backbone.config
     if config in PRESETS or "/" in config or config.endswith(".json"):
         return []
@@ -330,8 +326,6 @@ _CHECKS: dict[type, Callable[[Any, str], list[str]]] = {
 
 
 def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
-    from hyperexport.backbones import PRESETS
-
     def resolve(value: str) -> str:
         return str((base_dir / Path(value).expanduser()).resolve())
 

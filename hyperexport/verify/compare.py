@@ -19,6 +19,7 @@ from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
+from hyperexport.tasks.metrics import compute_metrics
 from hyperexport.verify.runners import ExportRunner, GenerateGraphRunner, ParityInputs
 
 if TYPE_CHECKING:
@@ -153,7 +154,6 @@ def metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: T
                    tolerances: dict[str, dict]) -> list[dict]:
     """The task metric of each head's predictions per runner; each must equal the reference's."""
     from hyperexport.runtime.heads import decoded_texts, label_results
-    from hyperexport.tasks.metrics import compute_metrics
     spec = loaded.task_spec(task)
     rows = []
     for head, predict in (("classify", lambda o: [r["label"] for r in label_results(o["scores"], facts.labels)]),
