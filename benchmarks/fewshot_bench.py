@@ -2,7 +2,8 @@
 examples by (a) a new task embedding only (`hyperexport adapt`'s path; started from rte's embedding or
 from N(0, 1)), (b) a fresh plain adapter (the `adapters` variant, one task) on the same frozen backbone
 and the run's trained layer norms, with the same K examples, steps and batch size, and (c) zero-shot
-with each trained task's embedding; and which task `--init-from auto` picks. Test accuracy on 200 held-out examples, mean ± std over seeds.
+with each trained task's embedding; and which task `--init-from auto` picks. Test accuracy on 200 held-out
+examples, mean ± std over seeds.
 
     python benchmarks/fewshot_bench.py [--run runs/demo] [--json results.json]
 
@@ -32,7 +33,12 @@ from hyperexport.tasks.registry import get_task  # noqa: E402
 from hyperexport.training.accelerator import accelerator_for  # noqa: E402
 from hyperexport.training.adapt import DEFAULT_LEARNING_RATE, PRECISION  # noqa: E402
 from hyperexport.training.adapt_loop import evaluate_new_task, nearest_task, train_steps  # noqa: E402
-from hyperexport.training.adapt_model import RunToAdapt, adaptation_model, initial_embedding, set_trainable  # noqa: E402
+from hyperexport.training.adapt_model import (  # noqa: E402
+    RunToAdapt,
+    adaptation_model,
+    initial_embedding,
+    set_trainable,
+)
 from hyperexport.training.few_shot import read_labelled_file, split_few_shot  # noqa: E402
 
 TASK = "scitail"
@@ -106,7 +112,8 @@ def main() -> None:
                 train_steps(run, model, task_data.train, steps=args.steps, learning_rate=lr, seed=seed,
                             progress_bar=False)
                 results.setdefault(method, {}).setdefault(shots, []).append(accuracy(model, task_data))
-                print(f"{method:30s} K={shots:<4d} seed {seed}: {results[method][shots][-1]:.1f}", file=sys.stderr, flush=True)
+                print(f"{method:30s} K={shots:<4d} seed {seed}: {results[method][shots][-1]:.1f}", file=sys.stderr,
+                      flush=True)
     table = ["| method | " + " | ".join(f"K = {k}" for k in SHOTS) + " |", "|---|" + "---|" * len(SHOTS)]
     for method, by_shots in results.items():
         if "all" in by_shots:

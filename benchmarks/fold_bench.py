@@ -1,6 +1,7 @@
 """Is the adapter's down projection worth folding into the sublayer's output projection?
 
-    python benchmarks/fold_bench.py [--runtime torch|onnxruntime] [--d 512] [--m 16] [--batch 8] [--seq 128] [--threads 2]
+    python benchmarks/fold_bench.py [--runtime torch|onnxruntime] [--d 512] [--m 16] [--batch 8] [--seq 128]
+                                    [--threads 2]
 
 The exact fold: y = W a, z = D y + b  ->  [y; z] = [W; D W] a + [0; b], one matmul instead of two.
 For self-attention's `o` (inner = d) both forms cost the same FLOPs; for the FFN's `wo` (inner = d_ff)
@@ -54,6 +55,22 @@ def onnxruntime_callable(fn, a: torch.Tensor, threads: int, folder: Path):
     return lambda x: session.run(None, {"a": x})
 
 
+def both_forms(w: torch.Tensor, down: torch.Tensor, bias: torch.Tensor):
+    """(separate, folded): a -> (y, z) as two matmuls, and as one over the stacked [W; D W] weight."""
+    d = w.shape[0]
+    fused_w, fused_b = torch.cat([w, down @ w]), torch.cat([torch.zeros(d), bias])  # [(d+m), inner]
+
+    def separate(x):
+        y = F.linear(x, w)
+        return y, F.linear(y, down, bias)
+
+    def folded(x):
+        yz = F.linear(x, fused_w, fused_b)
+        return yz[..., :d], yz[..., d:]
+
+    return separate, folded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
@@ -64,17 +81,7 @@ def main() -> None:
     d, m = args.d, args.m
     for sublayer, inner in (("self-attention o", d), ("feed-forward wo", 4 * d)):
         a = torch.randn(args.batch, args.seq, inner)  # [B, S, inner]
-        w, down, bias = torch.randn(d, inner), torch.randn(m, d), torch.randn(m)
-        fused_w, fused_b = torch.cat([w, down @ w]), torch.cat([torch.zeros(d), bias])  # [(d+m), inner]
-
-        def separate(x):
-            y = F.linear(x, w)
-            return y, F.linear(y, down, bias)
-
-        def folded(x):
-            yz = F.linear(x, fused_w, fused_b)
-            return yz[..., :d], yz[..., d:]
-
+        separate, folded = both_forms(torch.randn(d, inner), torch.randn(m, d), torch.randn(m))
         torch.testing.assert_close(folded(a)[1], separate(a)[1], rtol=1e-3, atol=1e-2)
         candidates, x = (separate, folded), a
         if args.runtime == "onnxruntime":

@@ -29,13 +29,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from hyperexport.bench.subject import load_subject as _subject
+    from hyperexport.bench.subject import random_inputs as _inputs
     from hyperexport.bench.variants import torch_fn
-    from hyperexport.bench.subject import load_subject as _subject, random_inputs as _inputs
+    from hyperexport.contracts.names import CLASSIFY_GRAPH
+    from hyperexport.export.classify import export_classify_graph
     from hyperexport.fold import fold_task
     from hyperexport.materialize import task_tensors
     from hyperexport.model.build import load_backbone
-    from hyperexport.contracts.names import CLASSIFY_GRAPH
-    from hyperexport.export.classify import export_classify_graph
 
     subject = _subject(None, args.task, args.backbone, args.recipe)
     recipe = subject.recipe

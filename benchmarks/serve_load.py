@@ -31,8 +31,7 @@ from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
-from hyperexport.bench.serving import (ServeProcess, batch_sizes, in_process, run_load, server_rss_mb,
-                                       text_payloads)
+from hyperexport.bench.serving import ServeProcess, batch_sizes, in_process, run_load, server_rss_mb, text_payloads
 
 IN_PROCESS_BATCHES = (1, 4, 16, 32)
 BUILD_STEPS = {"demo": 300, "t5-small": 1}  # the demo learns its tasks in a few hundred steps; t5-small: shape only

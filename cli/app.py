@@ -25,6 +25,7 @@ RecipeArg = Annotated[
 RunOpt = Annotated[Path | None, typer.Option(help="Run folder; default runs/latest.", show_default=False)]
 RunArg = Annotated[Path | None, typer.Argument(help="Run folder; default runs/latest.", show_default=False)]
 ExportArg = Annotated[Path, typer.Argument(help="An export folder (hyperexport export).", show_default=False)]
-OutputOpt = Annotated[Path | None, typer.Option(help="Where to write; default as the command says.", show_default=False)]
+OutputOpt = Annotated[Path | None, typer.Option(help="Where to write; default as the command says.",
+                                                 show_default=False)]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]

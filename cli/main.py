@@ -12,7 +12,7 @@ import os
 # soon as another process wants the same cores; passive waiting costs little when the cores are free.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hyperexport_cli.app import app  # noqa: E402
+from hyperexport_cli.app import app  # noqa: E402, I001  (the commands below register in the order of the path)
 from hyperexport_cli.commands import training  # noqa: E402, F401, I001  (registration, in the order of the path)
 from hyperexport_cli.commands import shipping  # noqa: E402, F401, I001
 from hyperexport_cli.commands import deploying  # noqa: E402, F401, I001

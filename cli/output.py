@@ -75,7 +75,8 @@ def print_task_parity(report: dict) -> None:
         worst = {name: max((c["max_abs_diff"] for c in task["comparisons"] if c["output"] == name
                             and c["runner"] == "onnxruntime"), default=None) for name in ("scores", "logits", "tokens")}
         metric = "equal" if all(m["passed"] for m in task["metrics"]) else "DIFFERENT"
-        table.add_row(task["task"], str(task["row"]), *(_figure(worst[name]) for name in ("scores", "logits", "tokens")),
+        table.add_row(task["task"], str(task["row"]),
+                      *(_figure(worst[name]) for name in ("scores", "logits", "tokens")),
                       metric if task["metrics"] else "-", "yes" if task["passed"] else "NO")
     Console().print(table)
     mixed = report["mixed_batch"]

@@ -9,6 +9,7 @@ An adapter is non-linear, so unlike LoRA it cannot vanish into the backbone's we
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +21,9 @@ from hyperexport.contracts.run import RunFolder
 from hyperexport.contracts.task import ADAPTER_PREFIX, BACKBONE_PREFIX, TaskFacts, TaskFolder
 from hyperexport.errors import UserError
 from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, STACKS
+
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
 
 FEED_FORWARD, SELF_ATTENTION = 0, 1
 
@@ -47,7 +51,7 @@ class StaticAdapter(nn.Module):
 class AdaptedAttention(nn.Module):
     """T5Attention whose first output (after `o`) passes through the adapter."""
 
-    def __init__(self, attention: nn.Module, adapter: StaticAdapter):
+    def __init__(self, attention: nn.Module, adapter: nn.Module):  # a StaticAdapter, or stack's StackedAdapter
         super().__init__()
         self.attention, self.adapter = attention, adapter
 
@@ -59,7 +63,7 @@ class AdaptedAttention(nn.Module):
 class AdaptedFeedForward(nn.Module):
     """T5's DenseReluDense / gated FFN whose output (after `wo`) passes through the adapter."""
 
-    def __init__(self, feed_forward: nn.Module, adapter: StaticAdapter):
+    def __init__(self, feed_forward: nn.Module, adapter: nn.Module):  # a StaticAdapter, or stack's StackedAdapter
         super().__init__()
         self.feed_forward, self.adapter = feed_forward, adapter
 
@@ -77,20 +81,24 @@ def read_task(task_dir: Path) -> tuple[TaskFolder, dict[str, torch.Tensor]]:
     return task, tensors
 
 
-def fold_task(backbone: nn.Module, tensors: dict[str, torch.Tensor], activation: str) -> nn.Module:
+def fold_task(backbone: T5ForConditionalGeneration, tensors: dict[str, torch.Tensor],
+              activation: str) -> T5ForConditionalGeneration:
     """Wrap `backbone`'s sublayers with the task's static adapters and load its trained layer norms."""
     load_layer_norms(backbone, tensors)
     for stack in STACKS:
         for layer, block in enumerate(getattr(backbone, stack).block):
             attention, feed_forward = block.layer[0], block.layer[-1]
             attention.SelfAttention = AdaptedAttention(
-                attention.SelfAttention, StaticAdapter(position_tensors(tensors, stack, layer, SELF_ATTENTION), activation))
+                attention.SelfAttention,
+                StaticAdapter(position_tensors(tensors, stack, layer, SELF_ATTENTION), activation))
             feed_forward.DenseReluDense = AdaptedFeedForward(
-                feed_forward.DenseReluDense, StaticAdapter(position_tensors(tensors, stack, layer, FEED_FORWARD), activation))
+                feed_forward.DenseReluDense,
+                StaticAdapter(position_tensors(tensors, stack, layer, FEED_FORWARD), activation))
     return backbone.eval()
 
 
-def position_tensors(tensors: dict[str, torch.Tensor], stack: str, layer: int, position: int) -> dict[str, torch.Tensor]:
+def position_tensors(tensors: dict[str, torch.Tensor], stack: str, layer: int,
+                     position: int) -> dict[str, torch.Tensor]:
     """One adapter's tensors (down_weight, ..., ln_bias) of a task file's `adapters.<stack>.*` [L, 2, ...]."""
     prefix = f"{ADAPTER_PREFIX}{stack}."
     return {key[len(prefix):]: t[layer, position] for key, t in tensors.items() if key.startswith(prefix)}
@@ -102,7 +110,8 @@ def load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> N
     parameters = dict(backbone.named_parameters())
     unknown = sorted(set(norms) - set(parameters))
     if unknown:
-        raise UserError(f"the task's layer norm '{unknown[0]}' is not in this backbone: it was materialized from another one")
+        raise UserError(f"the task's layer norm '{unknown[0]}' is not in this backbone: it was materialized from "
+                        "another one")
     with torch.no_grad():
         for name, tensor in norms.items():
             if parameters[name].shape != tensor.shape:
@@ -111,13 +120,13 @@ def load_layer_norms(backbone: nn.Module, tensors: dict[str, torch.Tensor]) -> N
             parameters[name].copy_(tensor)
 
 
-def load_folded_task(task_dir: Path) -> tuple[nn.Module, TaskFacts]:
+def load_folded_task(task_dir: Path) -> tuple[T5ForConditionalGeneration, TaskFacts]:
     """The plain backbone the task was materialized from, folded with the task: (model, task facts)."""
     task, tensors = read_task(task_dir)
     return fold_task(load_task_backbone(task), tensors, task.facts.adapter.activation), task.facts
 
 
-def load_task_backbone(task: TaskFolder) -> nn.Module:
+def load_task_backbone(task: TaskFolder) -> T5ForConditionalGeneration:
     """The plain backbone (no adapters) a materialized task was made from."""
     from hyperexport.model.build import load_backbone
 

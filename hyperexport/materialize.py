@@ -23,6 +23,7 @@ from hyperexport.contracts.task import (
     write_task_manifest,
 )
 from hyperexport.errors import UserError
+from hyperexport.tasks.registry import max_target_tokens
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +83,6 @@ def _materialize_one(loaded: TrainedRun, task: str, destination: Path) -> Path:
 
 def _task_facts(loaded: TrainedRun, task: str) -> TaskFacts:
     from hyperexport.model.adapter import ADAPTER_LAYER_NORM_EPS, POSITIONS
-    from hyperexport.tasks.registry import max_target_tokens
 
     spec = loaded.task_spec(task)
     config = loaded.model.model_config

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from hyperexport.backbones import backbone_config
 from hyperexport.model.hyper_t5 import HyperT5, is_t5_layer_norm
 
 
@@ -61,8 +62,6 @@ def per_task_adapter_parameters(recipe) -> int:
 
 def _meta_model(backbone: str, task_names: list[str], model_config) -> HyperT5:
     from transformers import T5ForConditionalGeneration
-
-    from hyperexport.backbones import backbone_config
 
     config = backbone_config(backbone)  # the architecture, also for pretrained backbones
     with torch.device("meta"):

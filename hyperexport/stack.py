@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ from hyperexport.fold import (
 )
 from hyperexport.model.adapter import POSITIONS, STACKS, AdapterWeights, apply_adapter
 
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
 ADAPTER_TENSORS = tuple(field.name for field in fields(AdapterWeights))  # down_weight, ..., ln_bias
 
 
@@ -40,7 +44,7 @@ class TaskRouter:
         self.task_ids: torch.Tensor | None = None
 
     @contextmanager
-    def routing(self, task_ids: torch.Tensor) -> Iterator[None]:  # [B] int64
+    def routing(self, task_ids: torch.Tensor | None) -> Iterator[None]:  # [B] int64; None: `rows` refuses to run
         previous, self.task_ids = self.task_ids, task_ids
         try:
             yield
@@ -73,7 +77,7 @@ class StackedAdapter(nn.Module):
 
 @dataclass(frozen=True)
 class StackedT5:
-    model: nn.Module  # T5ForConditionalGeneration with StackedAdapters, eval mode
+    model: T5ForConditionalGeneration  # with StackedAdapters, eval mode
     router: TaskRouter
 
     def adapters(self) -> list[StackedAdapter]:
@@ -85,7 +89,8 @@ def adapter_site(stack: str, layer: int, position: int) -> str:
     return f"{stack}.{layer}.{POSITIONS[position]}"
 
 
-def stack_tasks(backbone: nn.Module, tasks: Sequence[dict[str, torch.Tensor]], activation: str) -> StackedT5:
+def stack_tasks(backbone: T5ForConditionalGeneration, tasks: Sequence[dict[str, torch.Tensor]],
+                activation: str) -> StackedT5:
     """Wrap `backbone`'s sublayers with the tasks' stacked adapters (row t: `tasks[t]`, each a task
     file's tensors) and load their shared trained layer norms."""
     if len({shared_digest(tensors) for tensors in tasks}) != 1:

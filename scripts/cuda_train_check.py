@@ -79,8 +79,9 @@ def main() -> None:
         print(f"train {row['precision']:>4}: {row['steps_per_second_with_eval']:6.2f} steps/s (eval included), "
               f"test average {row['test_average']:.2f}")
     for row in parity:
-        print(f"autocast {row['precision']}: finite={row['finite']} max|dlogits|={row['max_abs_delta_logits_vs_fp32']:.4f}"
-              f" (logit scale {row['reference_logit_scale']:.1f})")
+        print(f"autocast {row['precision']}: finite={row['finite']} "
+              f"max|dlogits|={row['max_abs_delta_logits_vs_fp32']:.4f} "
+              f"(logit scale {row['reference_logit_scale']:.1f})")
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "train": runs, "autocast": parity}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -52,8 +52,8 @@ TINY_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 def tiny_rte_export(root: Path, store_once: bool = True) -> tuple[Path, Path]:
     """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder).
     `store_once=False`: optimum's three generate graphs, the layout TensorRT engines are built from."""
-    from hyperexport.materialize import materialize
     from hyperexport.export.onnx import export_onnx
+    from hyperexport.materialize import materialize
     from hyperexport.recipe.load import load_recipe
     from hyperexport.training.loop import train
 

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.contracts.run import RunFolder
+from hyperexport.data.demo import demo_examples
+from hyperexport.recipe.load import load_recipe
+from hyperexport.tasks.registry import get_task
 from hyperexport.training.accelerator import accelerator_for
 from hyperexport.training.adapt import adapt
 from hyperexport.training.adapt_loop import train_steps
 from hyperexport.training.adapt_model import EMBEDDING_KEY, RunToAdapt, adaptation_model, set_trainable
 from hyperexport.training.few_shot import few_shot_indices
-from hyperexport.data.demo import demo_examples
-from hyperexport.recipe.load import load_recipe
-from hyperexport.tasks.registry import get_task
 from hyperexport_cli.main import app
 
 runner = CliRunner()

@@ -9,9 +9,9 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.bench import peers
 from hyperexport.bench.goals import TARGETS, goals
 from hyperexport.bench.inference import HEADS, RATIOS, VARIANTS, bench, ratios

@@ -13,22 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from hyperexport.contracts.export import IoSpec
-from hyperexport.contracts.task import TaskFacts
 import torch
-from conftest import tiny_rte_export
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from conftest import tiny_rte_export
 from hyperexport.contracts import names
-from hyperexport.contracts.export import GenerationIds
-from hyperexport.runtime.backends import OnnxRuntimeBackend
-from hyperexport.serve.client import deployed_backend, run_deployed
+from hyperexport.contracts.export import GenerationIds, IoSpec
+from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
+from hyperexport.model.trained import load_run
+from hyperexport.runtime.backends import OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate
 from hyperexport.runtime.predict import predict
-from hyperexport.model.trained import load_run
+from hyperexport.serve.client import deployed_backend, run_deployed
 from hyperexport.serve.triton_config import check_model_config, config_text, model_config, triton_dims
 from hyperexport.verify.parity import verify
 

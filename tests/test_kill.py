@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
-from hyperexport.materialize import materialize
 from hyperexport.export.onnx import export_onnx
+from hyperexport.materialize import materialize
 from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 from hyperexport_cli.main import app

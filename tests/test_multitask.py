@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TINY_RECIPE, reseal
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE, reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.contracts.export import ExportFolder, GenerationIds, IoSpec
@@ -25,8 +25,8 @@ from hyperexport.contracts.fields import to_json
 from hyperexport.contracts.task import TaskFolder
 from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX, read_tables, write_tables
 from hyperexport.export.tensorrt.compat import check_export
-from hyperexport.export.weights import ALIGNMENT, weight_bytes
 from hyperexport.export.tensorrt.profiles import ShapeRanges
+from hyperexport.export.weights import ALIGNMENT, weight_bytes
 from hyperexport.runtime.backends import OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate
 from hyperexport_cli.main import app
@@ -197,10 +197,10 @@ def test_predict_rows_name_their_task_or_take_task(world, tmp_path):
 
 
 def test_deploy_serves_every_task_from_one_model_per_graph(world, tmp_path, export_copy):
-    from hyperexport.serve.client import TritonBackend, deployed_backend, run_deployed
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
+    from hyperexport.serve.client import TritonBackend, deployed_backend, run_deployed
     from hyperexport.serve.triton_config import check_model_config
 
     export = export_copy

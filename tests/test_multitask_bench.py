@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.bench.multitask import slowdowns
 from hyperexport_cli.main import app
 

@@ -11,17 +11,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY_RECIPE, tiny_rte_export
 
+from conftest import TINY_RECIPE, tiny_rte_export
 from hyperexport.contracts import manifest as sealing
+from hyperexport.contracts.names import CLASSIFY_GRAPH, GRAPH_WEIGHTS_FILE
 from hyperexport.data.collate import collate
 from hyperexport.errors import UserError
-from hyperexport.fold import load_folded_task
-from hyperexport.contracts.names import CLASSIFY_GRAPH, GRAPH_WEIGHTS_FILE
 from hyperexport.export.classify import LabelScorer, label_token_ids
 from hyperexport.export.onnx import export_onnx
-from hyperexport.recipe.load import load_recipe
+from hyperexport.fold import load_folded_task
 from hyperexport.model.trained import load_run
+from hyperexport.recipe.load import load_recipe
 from hyperexport.runtime.backends import OnnxRuntimeBackend
 from hyperexport.runtime.generation import teacher_forced_logits
 from hyperexport.training.task_data import load_task_data

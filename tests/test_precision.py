@@ -7,13 +7,13 @@ import json
 import onnx
 import pytest
 import torch
-from conftest import tiny_rte_export, tiny_t5
 from typer.testing import CliRunner
 
-from hyperexport.fold import AdaptedFeedForward, load_folded_task
+from conftest import tiny_rte_export, tiny_t5
 from hyperexport.contracts.names import ENCODER_GRAPH, IO_SPEC_FILE
 from hyperexport.export.onnx import export_onnx
 from hyperexport.export.precision import cast_to_precision
+from hyperexport.fold import AdaptedFeedForward, load_folded_task
 from hyperexport.verify.parity import TOLERANCES, verify
 from hyperexport_cli.main import app
 

@@ -18,15 +18,15 @@ from typing import Callable
 
 import pytest
 import torch
-from conftest import TINY_RECIPE, reseal
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE, reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
+from hyperexport.export.onnx import export_onnx
 from hyperexport.interop.hyperformer import import_hyperformer
 from hyperexport.materialize import materialize
-from hyperexport.export.onnx import export_onnx
 from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 from hyperexport_cli.main import app

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import SHORT_RTE_EXAMPLES, tree_digest, verified_tiny_export
 from typer.testing import CliRunner
 
+from conftest import SHORT_RTE_EXAMPLES, tree_digest, verified_tiny_export
 from hyperexport.bench.serving import ServeProcess, batch_sizes
 from hyperexport.runtime.predict import predict
 from hyperexport.serve.remote import predict_remote

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_RTE_EXAMPLES, tree_digest, verified_tiny_export
 
+from conftest import SHORT_RTE_EXAMPLES, tree_digest, verified_tiny_export
 from hyperexport.bench.serving import LoadResult, ServeProcess, run_load, server_rss_mb, text_payloads
 from hyperexport.contracts.names import SERVE_FOLDER_PREFIX
 from hyperexport.serve.remote import predict_remote

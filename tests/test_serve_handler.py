@@ -8,10 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SHORT_RTE_EXAMPLES, reseal, verified_tiny_export
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from conftest import SHORT_RTE_EXAMPLES, reseal, verified_tiny_export
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.errors import UserError
 from hyperexport.runtime.exports import export_backend

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_t5
 
+from conftest import tiny_t5
 from hyperexport.contracts.task import ADAPTER_PREFIX, BACKBONE_PREFIX, AdapterFacts, TaskFacts
 from hyperexport.contracts.task_table import TaskEntry, TaskSource, TaskTable
 from hyperexport.errors import UserError

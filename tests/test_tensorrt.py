@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_rte_export
 from typer.testing import CliRunner
 
+from conftest import tiny_rte_export
 from hyperexport.contracts.export import ExportFolder, GenerationIds
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.errors import UserError
@@ -267,7 +267,6 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
     import shutil
 
     from conftest import reseal
-
     from hyperexport.contracts.names import plan_name
 
     foreign = tmp_path / "foreign"

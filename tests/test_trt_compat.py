@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-
 import onnx
 import pytest
-
-from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
-from conftest import tiny_rte_export
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from conftest import tiny_rte_export
+from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
 from hyperexport.errors import UserError
-from hyperexport.export.tensorrt.compat import check_export, check_graph, operator_lists, require_compatible, target_version
+from hyperexport.export.tensorrt.compat import (
+    check_export,
+    check_graph,
+    operator_lists,
+    require_compatible,
+    target_version,
+)
 from hyperexport.export.tensorrt.profiles import Range, ShapeRanges, check_task_fits, graph_profiles, parse_range
 
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_rte_export
 
+from conftest import tiny_rte_export
 from hyperexport.contracts.export import IoSpec
 from hyperexport.contracts.names import plan_name
 from hyperexport.errors import UserError

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
-from conftest import reseal, tiny_rte_export
 from typer.testing import CliRunner
 
+from conftest import reseal, tiny_rte_export
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx

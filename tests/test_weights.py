@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.bench.bandwidth import bound_ms, read_bandwidth
 from hyperexport.bench.decode import StepTimer, step_bytes, weight_read_bytes
 from hyperexport.bench.variants import NumpyPast
 from hyperexport.contracts.export import GenerationIds
-from hyperexport.contracts.names import (DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH, GENERATE_MODEL_GRAPH,
-                                         GRAPH_WEIGHTS_FILE)
-from hyperexport.export.onnx import export_onnx
+from hyperexport.contracts.names import DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH, GENERATE_MODEL_GRAPH, GRAPH_WEIGHTS_FILE
 from hyperexport.export.block_int8 import MIN_VALUES, TABLE_BLOCKS, TABLE_U8
+from hyperexport.export.onnx import export_onnx
 from hyperexport.export.tensorrt.compat import check_export
 from hyperexport.export.tensorrt.profiles import ShapeRanges
 from hyperexport.export.tied_embedding import TIED_TABLE

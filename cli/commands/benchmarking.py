@@ -31,7 +31,8 @@ def bench(
     seq: Annotated[int, typer.Option(min=2, help="Input length in tokens.")] = DEFAULT_BENCH_SEQ,
     head: Annotated[str, typer.Option(help="classify, generate, or classify,generate.")] = "classify,generate",
     rounds: Annotated[int, typer.Option(min=1, help="Timed calls per variant, batch and head.")] = DEFAULT_BENCH_ROUNDS,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads for PyTorch and ONNX Runtime (default: all).")] = None,
     train: Annotated[bool, typer.Option("--train", help="Instead: training steps/s of HyperFormer++ against "
                                                          "plain adapters on the same batches.")] = False,
     multitask: Annotated[int | None, typer.Option(
@@ -39,9 +40,11 @@ def bench(
              "mixed batches, disk, memory).")] = None,
     tensorrt: Annotated[Path | None, typer.Option(
         help="Also this TensorRT engine folder of the task (export --format tensorrt; NVIDIA GPU).")] = None,
-    peers: Annotated[bool, typer.Option("--peers", help="Also PyTorch eager and CTranslate2 int8/fp32 on the same "
-                                                         "weights, each at its best setting (pip install -e '.[peers]').")] = False,
-    memory: Annotated[bool, typer.Option(help="Measure the generate exports' resident memory (a fresh process each).")] = True,
+    peers: Annotated[bool, typer.Option(
+        "--peers", help="Also PyTorch eager and CTranslate2 int8/fp32 on the same weights, each at its best setting "
+                        "(pip install -e '.[peers]').")] = False,
+    memory: Annotated[bool, typer.Option(
+        help="Measure the generate exports' resident memory (a fresh process each).")] = True,
     json_output: JsonOpt = False,
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the

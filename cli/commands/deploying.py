@@ -23,16 +23,20 @@ def deploy(
         help="The exported task; none: the multi-task export (one model per graph for all its tasks).")] = None,
     format: Annotated[Format, typer.Option(help="tensorrt (plans) or onnx.")] = "tensorrt",
     triton_repo: Annotated[Path, typer.Option(
-        help="Deployment folder: models/ is the Triton model repository, clients/<task>/ the client.")] = Path(DEFAULT_TRITON_REPO),
-    export_dir: Annotated[Path | None, typer.Option("--export", help="Export folder; default exports/<task>/<format>/.")] = None,
+        help="Deployment folder: models/ is the Triton model repository, clients/<task>/ the client."
+    )] = Path(DEFAULT_TRITON_REPO),
+    export_dir: Annotated[Path | None, typer.Option(
+        "--export", help="Export folder; default exports/<task>/<format>/.")] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Write a verified export as Triton models (config.pbtxt from the io spec, as Triton's protobuf message) and a client folder."""
+    """Write a verified export as Triton models (config.pbtxt from the io spec, as Triton's protobuf message)
+    and a client folder."""
     from hyperexport.contracts.fields import to_json
     from hyperexport.serve.deploy import deploy as deploy_task
 
-    description = deploy_task(task=task, fmt=format, triton_repo=triton_repo, export_dir=export_dir, overwrite=overwrite)
+    description = deploy_task(task=task, fmt=format, triton_repo=triton_repo, export_dir=export_dir,
+                              overwrite=overwrite)
     if json_output:
         print_json(to_json(description))
         return

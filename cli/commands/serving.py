@@ -7,12 +7,17 @@ from typing import Annotated
 
 import typer
 
-from hyperexport.options import (DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_MAX_QUEUE_DELAY_US,
-                                 DEFAULT_METRICS_PORT, DEFAULT_SERVE_HOST, DEFAULT_SERVE_INSTANCES,
-                                 DEFAULT_SERVE_MAX_BATCH)
+from hyperexport.options import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_QUEUE_DELAY_US,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_SERVE_HOST,
+    DEFAULT_SERVE_INSTANCES,
+    DEFAULT_SERVE_MAX_BATCH,
+)
 from hyperexport_cli.app import app
 from hyperexport_cli.errors import user_errors
-
 
 
 @app.command(epilog="Example: hyperexport serve exports/rte/onnx exports/sst2/onnx  |  "
@@ -26,11 +31,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0: every interface).")] = DEFAULT_SERVE_HOST,
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="KServe v2 HTTP/REST port.")] = DEFAULT_HTTP_PORT,
     grpc_port: Annotated[int, typer.Option(min=1, max=65535, help="KServe v2 gRPC port.")] = DEFAULT_GRPC_PORT,
-    metrics_port: Annotated[int, typer.Option(min=1, max=65535, help="Prometheus metrics port.")] = DEFAULT_METRICS_PORT,
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Rows the dynamic batcher joins into one run.")] = DEFAULT_SERVE_MAX_BATCH,
+    metrics_port: Annotated[int, typer.Option(
+        min=1, max=65535, help="Prometheus metrics port.")] = DEFAULT_METRICS_PORT,
+    max_batch_size: Annotated[int, typer.Option(
+        min=1, help="Rows the dynamic batcher joins into one run.")] = DEFAULT_SERVE_MAX_BATCH,
     max_queue_delay_us: Annotated[int, typer.Option(
         min=0, help="How long a request may wait for others to batch with (0: none).")] = DEFAULT_MAX_QUEUE_DELAY_US,
-    instances: Annotated[int, typer.Option(min=1, help="Model instances (processes) per served model.")] = DEFAULT_SERVE_INSTANCES,
+    instances: Annotated[int, typer.Option(
+        min=1, help="Model instances (processes) per served model.")] = DEFAULT_SERVE_INSTANCES,
 ) -> None:
     """Serve verified exports on a Triton Inference Server (HTTP, gRPC, metrics) until Ctrl-C or SIGTERM, which
     let in-flight requests finish. Per export: <name>_classify and <name>_generate (text in), <name>_classify_ids

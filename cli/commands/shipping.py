@@ -7,10 +7,19 @@ from typing import Annotated
 
 import typer
 
-from hyperexport.options import (DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_SEQ, DEFAULT_FORMAT, DEFAULT_HEAD,
-                                 DEFAULT_OPSET, DEFAULT_PRECISION, DEFAULT_VERIFY_EXAMPLES, ExportHead, Format,
-                                 Precision)
 from hyperexport.errors import UserError
+from hyperexport.options import (
+    DEFAULT_ENGINE_BATCH,
+    DEFAULT_ENGINE_SEQ,
+    DEFAULT_FORMAT,
+    DEFAULT_HEAD,
+    DEFAULT_OPSET,
+    DEFAULT_PRECISION,
+    DEFAULT_VERIFY_EXAMPLES,
+    ExportHead,
+    Format,
+    Precision,
+)
 from hyperexport_cli.app import ExportArg, JsonOpt, OverwriteOpt, RunOpt, app
 from hyperexport_cli.errors import fail, user_errors
 from hyperexport_cli.output import print_json, print_parity, print_predictions
@@ -49,7 +58,8 @@ def export(
     to: Annotated[Path | None, typer.Option(help="--add-task: the multi-task export folder.")] = None,
     run: RunOpt = None,
     format: Annotated[Format, typer.Option(help="onnx, or tensorrt (engines, needs an NVIDIA GPU).")] = DEFAULT_FORMAT,
-    head: Annotated[ExportHead, typer.Option(help="Which graphs: the generate loop's, the classify scorer, or both.")] = DEFAULT_HEAD,
+    head: Annotated[ExportHead, typer.Option(
+        help="Which graphs: the generate loop's, the classify scorer, or both.")] = DEFAULT_HEAD,
     precision: Annotated[Precision, typer.Option(
         help="fp32; fp16 (wo kept fp32) or bf16 for GPUs (bf16 needs a GPU runtime); int8 (onnx only: "
              "dynamic quantization, CPU).")] = DEFAULT_PRECISION,
@@ -59,7 +69,8 @@ def export(
     timing_cache: Annotated[Path | None, typer.Option(
         help="tensorrt: timing cache file to reuse and update across tasks.")] = None,
     output: Annotated[Path | None, typer.Option(
-        help="Export folder; default exports/<task>/<format>[-<precision>]/ (exports/multitask/... for several).")] = None,
+        help="Export folder; default exports/<task>/<format>[-<precision>]/ "
+             "(exports/multitask/... for several).")] = None,
     overwrite: OverwriteOpt = False,
     generate_graph: Annotated[bool, typer.Option(
         "--generate-graph", help="onnx, one task: also generate_model.onnx, the whole greedy loop in one ONNX "
@@ -95,6 +106,7 @@ def export(
     else:
         from hyperexport.export.onnx import export_onnx
 
+        assert task is not None  # export_request refused a request without one
         folder = export_onnx(run, task=task, head=head, opset=opset, output=output, overwrite=overwrite,
                              precision=precision, generate_graph=generate_graph)
     typer.echo(f"exported: {folder}")

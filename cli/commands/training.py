@@ -10,8 +10,16 @@ import typer
 
 from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import Interrupted
-from hyperexport.options import (DEFAULT_ADAPT_LEARNING_RATE, DEFAULT_ADAPT_STEPS, DEFAULT_DEVICE, DEFAULT_SPLIT,
-                                 DEFAULT_TUNE, Device, Split, Tune)
+from hyperexport.options import (
+    DEFAULT_ADAPT_LEARNING_RATE,
+    DEFAULT_ADAPT_STEPS,
+    DEFAULT_DEVICE,
+    DEFAULT_SPLIT,
+    DEFAULT_TUNE,
+    Device,
+    Split,
+    Tune,
+)
 from hyperexport_cli.app import JsonOpt, OverwriteOpt, RecipeArg, RunArg, app
 from hyperexport_cli.errors import report_interrupt, user_errors
 from hyperexport_cli.output import print_adapt, print_json, print_metrics, print_parameters
@@ -19,14 +27,16 @@ from hyperexport_cli.output import print_adapt, print_json, print_metrics, print
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: a CUDA GPU when there is one (auto), or cpu.")]
 
 
-@app.command(epilog="Example: hyperexport train  |  hyperexport train recipes/tiny.yaml --max-steps 20 --output runs/try")
+@app.command(epilog="Example: hyperexport train  |  "
+                     "hyperexport train recipes/tiny.yaml --max-steps 20 --output runs/try")
 @user_errors
 def train(
     recipe: RecipeArg = None,
     output: Annotated[Path | None, typer.Option(help="Run folder; default runs/<recipe name>.")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's max_steps.")] = None,
     device: DeviceOpt = DEFAULT_DEVICE,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run exactly where it stopped.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the unfinished run exactly where it stopped.")] = False,
     overwrite: OverwriteOpt = False,
     stop_after: Annotated[
         int | None, typer.Option(min=1, help="Stop after this step, leaving a checkpoint for --resume.")
@@ -81,7 +91,8 @@ def params(recipe: RecipeArg = None, json_output: JsonOpt = False) -> None:
 
 
 @app.command("import-hyperformer",
-             epilog="Example: hyperexport import-hyperformer outputs/hyperformer++ --output runs/hf-pp --tokenizer t5-base")
+             epilog="Example: hyperexport import-hyperformer outputs/hyperformer++ --output runs/hf-pp "
+                    "--tokenizer t5-base")
 @user_errors
 def import_hyperformer(
     checkpoint_dir: Annotated[Path, typer.Argument(help="The original code's output_dir (pytorch_model.bin, "
@@ -101,32 +112,41 @@ def import_hyperformer(
     typer.echo(f"imported: {folder}")
 
 
-@app.command(epilog="Example: hyperexport adapt runs/demo --task scitail --data scitail.jsonl --shots 16 --init-from rte  |  "
-                     "hyperexport adapt --task topic --data topic.csv --template 'sentence: {text}' --labels 0,1,2 --json")
+@app.command(epilog="Example: hyperexport adapt runs/demo --task scitail --data scitail.jsonl --shots 16 "
+                     "--init-from rte  |  hyperexport adapt --task topic --data topic.csv "
+                     "--template 'sentence: {text}' --labels 0,1,2 --json")
 @user_errors
 def adapt(
-    task: Annotated[str, typer.Option(help="The new task's name (a built-in task, or a custom one with --template/--labels).")],
+    task: Annotated[str, typer.Option(
+        help="The new task's name (a built-in task, or a custom one with --template/--labels).")],
     data: Annotated[Path, typer.Option(help="Labelled examples, .jsonl or .csv: the shots are drawn from it.")],
     run: RunArg = None,
     eval_data: Annotated[Path | None, typer.Option(
-        help="Labelled examples to measure the task on (halved into validation/test); default: the rows of --data not drawn.")] = None,
+        help="Labelled examples to measure the task on (halved into validation/test); default: the rows of "
+             "--data not drawn.")] = None,
     template: Annotated[str | None, typer.Option(help="Custom task: source template, e.g. 'sentence: {text}'.")] = None,
     labels: Annotated[str | None, typer.Option(help="Custom task: label strings, comma-separated, e.g. 0,1.")] = None,
     metric: Annotated[str | None, typer.Option(help="Custom task: metric (default accuracy).")] = None,
     label_field: Annotated[str | None, typer.Option(help="Custom task: the label's field (default label).")] = None,
-    shots: Annotated[int | None, typer.Option(min=1, help="K examples in total, stratified by label and seeded; default all.")] = None,
-    init_from: Annotated[str | None, typer.Option(help="Start from this trained task's embedding, or auto: the one with "
-                                                  "the lowest loss on the shots; default N(0, 1).")] = None,
+    shots: Annotated[int | None, typer.Option(
+        min=1, help="K examples in total, stratified by label and seeded; default all.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="Start from this trained task's embedding, or auto: the one with the lowest loss on the shots; "
+             "default N(0, 1).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = DEFAULT_ADAPT_STEPS,
     seed: Annotated[int, typer.Option(min=0, help="Seeds the shots, the batches and a random start.")] = 0,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (linear warmup and decay).")] = DEFAULT_ADAPT_LEARNING_RATE,
-    tune: Annotated[Tune, typer.Option(help="What learns; layer-norms and hypernet change every task (need --output).")] = DEFAULT_TUNE,
-    output: Annotated[Path | None, typer.Option(help="Write the updated run here; default: update RUN in place.")] = None,
+    learning_rate: Annotated[float, typer.Option(
+        min=0.0, help="AdamW learning rate (linear warmup and decay).")] = DEFAULT_ADAPT_LEARNING_RATE,
+    tune: Annotated[Tune, typer.Option(
+        help="What learns; layer-norms and hypernet change every task (need --output).")] = DEFAULT_TUNE,
+    output: Annotated[Path | None, typer.Option(
+        help="Write the updated run here; default: update RUN in place.")] = None,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = DEFAULT_DEVICE,
     json_output: JsonOpt = False,
 ) -> None:
-    """Add a task to a trained run from a few examples: learn only its task embedding (hypernetworks and backbone frozen)."""
+    """Add a task to a trained run from a few examples: learn only its task embedding (hypernetworks and
+    backbone frozen)."""
     from hyperexport.training.adapt import adapt as adapt_task
 
     label_list = [label.strip() for label in labels.split(",")] if labels is not None else None

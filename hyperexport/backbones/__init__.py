@@ -2,8 +2,9 @@
 
 `t5-small`, `t5-base`, `t5-large` are the original T5 v1.0 shapes (the paper's checkpoints: method §9
 warns against v1.1). `t5-demo` and `t5-test` are tiny random-init shapes whose vocabulary (384) fits the
-tokenizers made in code (ByT5's bytes, the demo's words), so the demo and the tests run offline; `t5-demo` has the v1.1 gated FFN so that both FFN
-kinds get exercised. transformers and torch are imported only inside the functions that need them.
+tokenizers made in code (ByT5's bytes, the demo's words), so the demo and the tests run offline; `t5-demo`
+has the v1.1 gated FFN so that both FFN kinds get exercised. transformers and torch are imported only inside
+the functions that need them.
 """
 
 from __future__ import annotations

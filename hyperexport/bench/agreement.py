@@ -34,6 +34,7 @@ def agreement(subject: Subject, built: Variants, worker: PeerWorker | None = Non
     vocab = min(len(subject.tokenizer), subject.model.backbone.config.vocab_size)
     targets = torch.randint(3, vocab, (BATCH, TARGET_TOKENS), generator=torch.Generator().manual_seed(7))  # [B, L]
     start = subject.model.backbone.config.decoder_start_token_id
+    assert start is not None  # T5's config sets it
     decoder_ids = torch.cat([torch.full((BATCH, 1), start), targets[:, :-1]], dim=1)  # shifted right
     task_ids = torch.full((BATCH,), subject.model.task_id(subject.task))
     with torch.no_grad():

@@ -32,8 +32,8 @@ def goals(report: dict) -> dict[str, dict]:
         values[f"export_{precision}_vs_weight_bytes"] = size["files_mb"] / size["weights_mb"] if size else None
         memory = report.get("resident", {}).get(f"ort_{precision}")
         values[f"resident_{precision}_vs_files"] = memory["load_mb"] / memory["files_mb"] if memory else None
-        step = next((r for r in report.get("decode_steps", []) if r["variant"] == f"ort_{precision}" and r["batch"] == 1),
-                    None)
+        step = next((r for r in report.get("decode_steps", [])
+                     if r["variant"] == f"ort_{precision}" and r["batch"] == 1), None)
         values[f"decode_step_{precision}_vs_bound_b1"] = step["vs_bound"] if step else None
         plain = "ort_plain_backbone" if precision == "fp32" else "ort_int8_plain_backbone"
         adapted, floor = p50.get(("generate", 8, f"ort_{precision}")), p50.get(("generate", 8, plain))
@@ -44,9 +44,10 @@ def goals(report: dict) -> dict[str, dict]:
     out = {name: {"value": value, "target": TARGETS[name][0], "met": _met(value, *TARGETS[name])}
            for name, value in values.items()}
     # the seed's runtime at its best setting: in this process (the CLI's PASSIVE OpenMP) or in its own
-    seeds = {v: p50[("generate", 1, v)] for v in ("torch_hypernet", "torch_eager_hypernet") if ("generate", 1, v) in p50}
+    seeds = {v: p50[("generate", 1, v)] for v in ("torch_hypernet", "torch_eager_hypernet")
+             if ("generate", 1, v) in p50}
     ours = p50.get(("generate", 1, "ort_int8"))
-    best = min(seeds, key=seeds.get) if seeds else None
+    best = min(seeds, key=seeds.__getitem__) if seeds else None
     out["torch_hypernet_vs_ort_int8_b1"] = {"value": seeds[best] / ours if best and ours else None, "target": None,
                                             "met": None, "torch_variant": best}
     return out

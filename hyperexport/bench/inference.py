@@ -16,21 +16,36 @@ preset is built with random weights (the figures then hold for real model sizes;
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from hyperexport.bench.peers import SelfTimed
-from hyperexport.bench.subject import (Subject, adapter_bottleneck, check_settings, load_subject, machine_facts,
-                                       random_inputs, torch_threads)
-from hyperexport.bench.variants import (GENERATE_GRAPH_VARIANTS, NUMPY_PAST, ORT_VARIANTS, VARIANTS, Variants,
-                                        build_variants)
+from hyperexport.bench.subject import (
+    Subject,
+    adapter_bottleneck,
+    check_settings,
+    load_subject,
+    machine_facts,
+    random_inputs,
+    torch_threads,
+)
+from hyperexport.bench.variants import (
+    GENERATE_GRAPH_VARIANTS,
+    NUMPY_PAST,
+    ORT_VARIANTS,
+    VARIANTS,
+    Variants,
+    build_variants,
+)
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.contracts.names import DECODER_WITH_PAST_GRAPH, HEAD_GRAPHS
 from hyperexport.errors import UserError
@@ -78,11 +93,12 @@ def bench(run: str | Path | None = None, *, task: str, backbone: str | None = No
             _add_tensorrt(built, sizes, engines, stack, subject)
         worker = _peers(stack, subject, built, Path(folder), threads, (run, task, backbone, recipe)) if peers else None
         rows, steps = _measure(subject, built, batches, seq, rounds, progress_bar)
-        report = {"machine": machine_facts(threads), "source": subject.source, "task": subject.task,
-                  "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
-                  "adapter_bottleneck": adapter_bottleneck(subject), "seq": seq, "batches": list(batches),
-                  "rounds": rounds, "new_tokens": subject.new_tokens, "settings": built.settings, "results": rows,
-                  "sizes_mb": sizes, "export_sizes": _export_sizes(built), "hypernet_ms": _hypernet_ms(subject)}
+        report: dict[str, Any] = {
+            "machine": machine_facts(threads), "source": subject.source, "task": subject.task,
+            "backbone": subject.recipe.backbone.config, "tokenizer": subject.recipe.backbone.tokenizer,
+            "adapter_bottleneck": adapter_bottleneck(subject), "seq": seq, "batches": list(batches),
+            "rounds": rounds, "new_tokens": subject.new_tokens, "settings": built.settings, "results": rows,
+            "sizes_mb": sizes, "export_sizes": _export_sizes(built), "hypernet_ms": _hypernet_ms(subject)}
         if "generate" in heads:
             report.update(_generate_facts(subject, built, steps, seq, threads, worker, memory))
         if worker is not None:
@@ -109,7 +125,8 @@ def _peers(stack: contextlib.ExitStack, subject: Subject, built: Variants, folde
     return worker
 
 
-def _generate_facts(subject: Subject, built: Variants, steps: dict, seq: int, threads: int, worker, memory: bool) -> dict:
+def _generate_facts(subject: Subject, built: Variants, steps: dict, seq: int, threads: int, worker,
+                    memory: bool) -> dict:
     """Decode steps against the bound, resident memory and agreement."""
     from hyperexport.bench.agreement import agreement
     from hyperexport.bench.bandwidth import read_bandwidth
@@ -149,7 +166,8 @@ def _add_tensorrt(built: Variants, sizes: dict, engines: tuple[ExportFolder, Gra
     for head in export.heads:
         if head in built.fns:
             built.fns[head][name] = backend_fn(backend, head, subject.new_tokens, ids)
-            sizes.setdefault(name, {})[head] = sum(export.graph_file(g).stat().st_size for g in HEAD_GRAPHS[head]) / 2**20
+            graph_bytes = sum(export.graph_file(g).stat().st_size for g in HEAD_GRAPHS[head])
+            sizes.setdefault(name, {})[head] = graph_bytes / 2**20
 
 
 # ---- measuring ------------------------------------------------------------------------------------
@@ -164,7 +182,7 @@ def _measure(subject: Subject, built: Variants, batches: tuple[int, ...], seq: i
         input_ids, attention_mask = random_inputs(subject, batch, seq)
         timers = built.timers if head == "generate" else {}
         timings = time_rounds(built.fns[head], input_ids, attention_mask, rounds,
-                               after_warmup=lambda: [t.seconds.clear() for t in timers.values()])
+                               after_warmup=functools.partial(_clear_timers, timers))
         steps.update({(variant, batch): list(timer.seconds) for variant, timer in timers.items()})
         for variant, seconds in timings.items():
             p50, p90 = (float(np.percentile(seconds, q)) for q in (50, 90))
@@ -172,6 +190,11 @@ def _measure(subject: Subject, built: Variants, batches: tuple[int, ...], seq: i
             rows.append({"head": head, "batch": batch, "variant": variant, "p50_ms": 1e3 * p50, "p90_ms": 1e3 * p90,
                          "throughput": items / p50, "unit": "tokens/s" if head == "generate" else "examples/s"})
     return rows, steps
+
+
+def _clear_timers(timers: dict) -> None:
+    for timer in timers.values():
+        timer.seconds.clear()
 
 
 def time_rounds(fns: dict[str, Callable], input_ids, attention_mask, rounds: int,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hyperexport.contracts.export import GenerationIds
 from hyperexport.contracts.names import DECODER_GRAPH, DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH
 
 SOURCE_TOKENS = 128
@@ -47,7 +48,6 @@ def _warm_onnxruntime() -> None:
 def _measure(folder: Path, threads: int, new_tokens: int) -> dict[str, float]:
     import numpy as np
 
-    from hyperexport.contracts.export import GenerationIds
     from hyperexport.runtime.backends import OnnxRuntimeBackend
     from hyperexport.runtime.generation import greedy_generate
 

@@ -16,6 +16,7 @@ embeddings, so N different adapter sets); with a trained run, its first N tasks 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -132,9 +133,14 @@ def _fn(folder: Path, head: str, new_tokens: int, ids: GenerationIds | None, thr
         extra = {} if task_ids is None else {TASK_IDS_INPUT: task_ids}
         if head == "classify":
             return backend.infer(CLASSIFY_GRAPH, {"input_ids": input_ids, "attention_mask": attention_mask, **extra})
+        assert ids is not None  # a generate export has its generation ids
         return greedy_generate(backend, input_ids, attention_mask, new_tokens, ids, min_new_tokens=new_tokens,
                                extra=extra)
     return run
+
+
+def _with_task_ids(fn: Callable, task_ids: np.ndarray | None, input_ids: np.ndarray, attention_mask: np.ndarray):
+    return fn(input_ids, attention_mask, task_ids)
 
 
 def _same_task(subject: Subject, fns: dict, head: str, batches: tuple[int, ...], seq: int, rounds: int) -> list[dict]:
@@ -142,8 +148,9 @@ def _same_task(subject: Subject, fns: dict, head: str, batches: tuple[int, ...],
     for batch in batches:
         input_ids, attention_mask = (t.numpy() for t in random_inputs(subject, batch, seq))
         zeros = np.zeros(batch, dtype=np.int64)  # the first task: the single-task export's
-        timed = {name: (lambda i, m, fn=fn, multi=name.startswith("multitask"): fn(i, m, zeros if multi else None))
-                 for name, fn in fns.items()}
+        timed: dict[str, Callable] = {
+            name: functools.partial(_with_task_ids, fn, zeros if name.startswith("multitask") else None)
+            for name, fn in fns.items()}
         for variant, seconds in time_rounds(timed, input_ids, attention_mask, rounds).items():
             rows.append(_row(head, batch, variant, seconds, batch * (subject.new_tokens if head == "generate" else 1)))
     return rows
@@ -195,7 +202,8 @@ def _session_rss_mb(folder: Path, threads: int) -> float:
     import subprocess
     import sys
 
-    code = "import sys; from hyperexport.bench.multitask import open_sessions; print(open_sessions(sys.argv[1], int(sys.argv[2])))"
+    code = ("import sys; from hyperexport.bench.multitask import open_sessions; "
+            "print(open_sessions(sys.argv[1], int(sys.argv[2])))")
     done = subprocess.run([sys.executable, "-c", code, str(folder), str(threads)], capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -22,8 +22,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hyperexport.bench.peer_worker import (BACKBONE_DIR, CT2_PRECISIONS, CT2_THREADS, HYPERNET, HYPERNET_FILE, PLAIN,
-                                           SIZES_FILE, SPEC_FILE, ct2_variant)
+from hyperexport.bench.peer_worker import (
+    BACKBONE_DIR,
+    CT2_PRECISIONS,
+    CT2_THREADS,
+    HYPERNET,
+    HYPERNET_FILE,
+    PLAIN,
+    SIZES_FILE,
+    SPEC_FILE,
+    ct2_variant,
+)
 from hyperexport.bench.subject import Subject
 from hyperexport.errors import UserError
 
@@ -146,6 +155,7 @@ class _Worker:
         return self._read()
 
     def close(self) -> None:
+        assert self.process.stdin is not None
         if self.process.poll() is None:
             try:
                 self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hyperexport.contracts.export import ExportFolder
 from hyperexport.serve.tritonserver import Endpoints, free_ports
 
 PROTOCOLS = ("http", "grpc")
@@ -180,7 +181,6 @@ def in_process(export_dir: str | Path, examples: Sequence[dict], batch_sizes: Se
     """`predict`'s path in this process (examples formatted, tokenized, run by ONNX Runtime, labelled):
     throughput at each batch size over all `examples`, and latency percentiles of `latency_calls`
     single-example calls: what the server is compared with."""
-    from hyperexport.contracts.export import ExportFolder
     from hyperexport.model.build import load_tokenizer
     from hyperexport.runtime.examples import read_sources
     from hyperexport.runtime.exports import export_backend

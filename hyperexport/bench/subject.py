@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from hyperexport.backbones import PRESETS
 from hyperexport.contracts.run import RunFolder
 from hyperexport.errors import UserError
+from hyperexport.recipe.load import load_recipe
+from hyperexport.recipe.schema import DEFAULT_RECIPE
+from hyperexport.tasks.registry import max_target_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -45,9 +49,6 @@ def load_subject(run, task: str, backbone: str | None, recipe_path: str | Path |
         build_model,
         load_tokenizer,
     )
-    from hyperexport.recipe.schema import DEFAULT_RECIPE
-    from hyperexport.recipe.load import load_recipe
-    from hyperexport.tasks.registry import max_target_tokens
     from hyperexport.training.task_data import task_spec
 
     if backbone is None:
@@ -61,8 +62,6 @@ def load_subject(run, task: str, backbone: str | None, recipe_path: str | Path |
         recipe, tokenizer, model, source = loaded.recipe, loaded.tokenizer, loaded.model, str(loaded.path)
         backbone_dir = loaded.folder.backbone_dir
     else:
-        from hyperexport.backbones import PRESETS
-
         if backbone not in PRESETS:
             raise UserError(f"unknown backbone '{backbone}': use one of {', '.join(sorted(PRESETS))}")
         base = load_recipe(recipe_path or (RunFolder.resolve(run).recipe_file if run else DEFAULT_RECIPE))

@@ -27,9 +27,9 @@ from hyperexport.training.step import batch_loss, optimizer_step
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from hyperexport.recipe.schema import Recipe
+    from hyperexport.recipe.schema import ModelVariant, Recipe
 
-TRAIN_VARIANTS = ("hyperformer++", "adapters")
+TRAIN_VARIANTS: tuple[ModelVariant, ...] = ("hyperformer++", "adapters")
 
 
 def bench_training(run: str | Path | None = None, *, task: str, backbone: str | None = None,
@@ -42,13 +42,15 @@ def bench_training(run: str | Path | None = None, *, task: str, backbone: str | 
     subject = load_subject(run, task, backbone, recipe)
     with torch_threads(threads) as threads:
         seconds = _time_training_steps(subject, batch, seq, rounds, progress_bar)
-    rows = {v: {"p50_ms": 1e3 * float(np.median(s)), "steps_per_s": 1 / float(np.median(s))} for v, s in seconds.items()}
+    rows = {v: {"p50_ms": 1e3 * float(np.median(s)), "steps_per_s": 1 / float(np.median(s))}
+            for v, s in seconds.items()}
     return {"machine": machine_facts(threads), "source": subject.source, "backbone": subject.recipe.backbone.config,
-            "adapter_bottleneck": adapter_bottleneck(subject), "batch": batch, "seq": seq, "rounds": rounds, "training": rows,
-            "overhead": rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1}
+            "adapter_bottleneck": adapter_bottleneck(subject), "batch": batch, "seq": seq, "rounds": rounds,
+            "training": rows, "overhead": rows["hyperformer++"]["p50_ms"] / rows["adapters"]["p50_ms"] - 1}
 
 
-def _time_training_steps(subject: Subject, batch: int, seq: int, rounds: int, progress_bar: bool) -> dict[str, list[float]]:
+def _time_training_steps(subject: Subject, batch: int, seq: int, rounds: int,
+                         progress_bar: bool) -> dict[str, list[float]]:
     from tqdm.auto import tqdm
 
     accelerator = accelerator_for("cpu", "fp32")  # bench times the CPU in fp32, whatever the recipe trains in
@@ -67,7 +69,7 @@ def _time_training_steps(subject: Subject, batch: int, seq: int, rounds: int, pr
     return seconds
 
 
-def _with_variant(recipe: Recipe, variant: str) -> Recipe:
+def _with_variant(recipe: Recipe, variant: ModelVariant) -> Recipe:
     return replace(recipe, model=replace(recipe.model, variant=variant))
 
 

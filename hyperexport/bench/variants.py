@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +31,9 @@ from hyperexport.contracts.export import GenerationIds
 from hyperexport.contracts.names import CLASSIFY_GRAPH, GENERATE_MODEL_GRAPH
 from hyperexport.runtime.backends import GraphBackend, OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate, one_graph_generate
+
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
 
 TORCH_VARIANTS = ("torch_hypernet", "torch_folded")
 # ONNX Runtime variant -> (source model, precision)
@@ -46,7 +50,7 @@ class Variants:
     fns: dict[str, dict[str, Callable]] = field(default_factory=dict)  # head -> variant -> fn(ids, mask)
     folders: dict[tuple[str, str], Path] = field(default_factory=dict)  # (head, ORT variant) -> its export folder
     timers: dict[str, StepTimer] = field(default_factory=dict)  # generate ORT variant -> its decode steps
-    models: dict[str, torch.nn.Module] = field(default_factory=dict)  # "folded", "plain"
+    models: dict[str, T5ForConditionalGeneration] = field(default_factory=dict)  # "folded", "plain"
     settings: dict[str, dict] = field(default_factory=dict)  # variant -> how it runs
 
 
@@ -75,7 +79,7 @@ def build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, threa
                                    "omp_wait_policy": policy} for v in TORCH_VARIANTS})
         ort = {"runtime": "onnxruntime", "threads": threads, "spinning": False}
         for variant in ORT_VARIANTS:
-            backend = OnnxRuntimeBackend(built.folders[(head, variant)], threads=threads)
+            backend: GraphBackend = OnnxRuntimeBackend(built.folders[(head, variant)], threads=threads)
             if head == "generate":
                 backend = built.timers.setdefault(variant, StepTimer(backend))
             built.fns[head][variant] = backend_fn(backend, head, subject.new_tokens, _ids(built, head, variant))
@@ -90,8 +94,9 @@ def build_variants(subject: Subject, heads: tuple[str, ...], folder: Path, threa
 def _generate_only(built: Variants, subject: Subject, threads: int) -> None:
     """The one-graph generators, and the int8 loop with its past going through numpy (what keeping it saves)."""
     for variant, loop in GENERATE_GRAPH_VARIANTS.items():
-        backend = OnnxRuntimeBackend(built.folders[("generate", loop)], threads=threads)
-        built.fns["generate"][variant] = graph_fn(backend, subject.new_tokens, _ids(built, "generate", loop))
+        backend: GraphBackend = OnnxRuntimeBackend(built.folders[("generate", loop)], threads=threads)
+        built.fns["generate"][variant] = graph_fn(backend, subject.new_tokens,
+                                                  GenerationIds.read(built.folders[("generate", loop)]))
     backend = NumpyPast(OnnxRuntimeBackend(built.folders[("generate", "ort_int8")], threads=threads))
     built.fns["generate"][NUMPY_PAST] = backend_fn(backend, "generate", subject.new_tokens,
                                                    _ids(built, "generate", "ort_int8"))

@@ -43,7 +43,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):

@@ -69,7 +69,8 @@ class RunFolder:
             hint = "run `hyperexport train` first" if run is None else "check the path, or run `hyperexport train`"
             raise UserError(f"no run at {path}: {hint}")
         if not (path / WEIGHTS_FILE).is_file() or not (path / RECIPE_FILE).is_file():
-            raise UserError(f"{path} is not a finished run (no {WEIGHTS_FILE} or {RECIPE_FILE}): run `hyperexport train`")
+            raise UserError(f"{path} is not a finished run (no {WEIGHTS_FILE} or {RECIPE_FILE}): "
+                            "run `hyperexport train`")
         folder = cls(path.resolve())
         folder.manifest()  # every file as training wrote it (materialized tasks are checked on their own)
         return folder

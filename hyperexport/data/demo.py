@@ -24,8 +24,10 @@ Held out (never trained by the demo recipe; `hyperexport adapt` learns it from a
 import random
 import zlib
 from collections.abc import Callable
+from typing import TypedDict
 
 from hyperexport.errors import UserError
+from hyperexport.tasks.registry import get_task
 
 DEMO_SPLIT_SIZES = {"train": 2000, "validation": 400}
 VALIDATION_SHARE = 5  # one text in five belongs to validation
@@ -132,6 +134,13 @@ def rte_example(rng: random.Random, label: int) -> dict:
 RENDERINGS = (*(("active", verb) for verb in GIVE_VERBS), ("got", None), ("went", None))
 
 
+class _Facts(TypedDict):
+    giver: str
+    colour: str
+    thing: str
+    receiver: str
+
+
 def _render(rendering: tuple, giver: str, colour: str, thing: str, receiver: str, negated: bool = False) -> str:
     wording, verb = rendering
     never = "never " if negated else ""
@@ -145,7 +154,7 @@ def _render(rendering: tuple, giver: str, colour: str, thing: str, receiver: str
 def mrpc_example(rng: random.Random, label: int) -> dict:
     """label 1 = paraphrase: the same facts reworded; 0 = reworded and denied with "never"."""
     giver, receiver = rng.sample(NAMES, 2)
-    facts = {"giver": giver, "colour": rng.choice(COLOURS), "thing": rng.choice(OBJECTS), "receiver": receiver}
+    facts = _Facts(giver=giver, colour=rng.choice(COLOURS), thing=rng.choice(OBJECTS), receiver=receiver)
     first = rng.choice(RENDERINGS)
     second = rng.choice([rendering for rendering in RENDERINGS if rendering != first])
     return {
@@ -181,8 +190,6 @@ HELD_OUT_GENERATORS: dict[str, Callable[[random.Random, int], dict]] = {"scitail
 
 def demo_vocabulary() -> list[str]:
     """Every word the demo tasks' sources and targets can contain (the `demo-words` tokenizer's)."""
-    from hyperexport.tasks.registry import get_task
-
     words: set[str] = set()
     for name, generate in DEMO_GENERATORS.items():
         task, rng = get_task(name), random.Random(name)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hyperexport.data.demo import DEMO_SPLIT_SIZES, demo_examples
 from hyperexport.errors import UserError
+from hyperexport.hub import datasets_offline_unless_reachable, unreachable_dataset
 from hyperexport.tasks.registry import TaskSpec
 
 SOURCES = ("hf", "glue_dir", "jsonl", "csv", "demo")
@@ -81,8 +82,6 @@ def _hub_examples(task: TaskSpec, split: str) -> list[dict]:
         raise UserError(f"task '{task.name}' has no hub dataset; use source jsonl or csv with a path")
     import datasets  # heavy; only online users reach this
 
-    from hyperexport.hub import datasets_offline_unless_reachable, unreachable_dataset
-
     with datasets_offline_unless_reachable() as online:
         try:
             dataset = datasets.load_dataset(task.hf_path, task.hf_config, split=split)
@@ -115,9 +114,9 @@ def _glue_tsv_examples(task: TaskSpec, split: str, root: Path) -> list[dict]:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if layout.has_header:
         header, rows, first_line = rows[0] if rows else [], rows[1:], 2
-        indices = _column_indices(file, header, layout.columns)
-    else:
-        indices, first_line = dict(layout.columns), 1
+        indices = _column_indices(file, header, {field: str(name) for field, name in layout.columns.items()})
+    else:  # headerless: the columns are indices
+        indices, first_line = {field: int(column) for field, column in layout.columns.items()}, 1
     return [
         _glue_row(task, file, line, row, indices)
         for line, row in enumerate(rows, start=first_line)
@@ -149,7 +148,7 @@ def _label_id(task: TaskSpec, text: str, where: str) -> int | float:
             return task.label_map[text]
         return int(text)
     except ValueError:
-        raise UserError(f"{where}: label {text!r} is not a label of '{task.name}'; fix the file")
+        raise UserError(f"{where}: label {text!r} is not a label of '{task.name}'; fix the file") from None
 
 
 # --- local JSONL / CSV files -------------------------------------------------------------------
@@ -201,7 +200,7 @@ def _jsonl_rows(file: Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as error:
-                raise UserError(f"{file}:{line} is not valid JSON ({error.msg}); fix that line")
+                raise UserError(f"{file}:{line} is not valid JSON ({error.msg}); fix that line") from None
             if not isinstance(row, dict):
                 raise UserError(f"{file}:{line} is not a JSON object; write one object per line")
             rows.append((line, row))

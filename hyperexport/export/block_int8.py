@@ -59,11 +59,14 @@ def matmuls_to_blocks(graph) -> int:
             nodes.append(node)
             continue
         matrix = numpy_helper.to_array(weights[node.input[1]])  # [K, N]
-        codes, scales = quantize_rows(np.ascontiguousarray(matrix.T), block_size(matrix.shape[0]))
+        k, n = matrix.shape
+        block = block_size(k)
+        assert block is not None  # `weights` holds only matrices with a block size
+        codes, scales = quantize_rows(np.ascontiguousarray(matrix.T), block)
         name = node.input[1]
         graph.initializer.extend([numpy_helper.from_array(codes, f"{name}.u8"),
                                   numpy_helper.from_array(scales.reshape(-1), f"{name}.scales")])
-        nodes.append(_matmul_nbits(node, f"{name}.u8", f"{name}.scales", *matrix.shape, codes.shape[2]))
+        nodes.append(_matmul_nbits(node, f"{name}.u8", f"{name}.scales", k, n, codes.shape[2]))
         replaced.add(name)
     _replace(graph, nodes, replaced)
     return len(replaced)

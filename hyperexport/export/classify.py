@@ -18,13 +18,17 @@ from torch import nn
 from hyperexport.export.tracing import DEFAULT_OPSET, quiet_tracing
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 
 
 class LabelScorer(nn.Module):
     """scores[b, k] = sum_t log p(label_k token t | input b, label_k tokens < t): no generation loop."""
 
-    def __init__(self, model: nn.Module, label_ids: torch.Tensor):  # label_ids [K, T], -100 = padding
+    label_ids: torch.Tensor  # buffers
+    label_mask: torch.Tensor
+    decoder_input_ids: torch.Tensor
+
+    def __init__(self, model: T5ForConditionalGeneration, label_ids: torch.Tensor):  # label_ids [K, T], -100 = padding
         super().__init__()
         self.model = model
         self.register_buffer("label_ids", label_ids.clamp(min=0), persistent=False)  # [K, T]
@@ -59,7 +63,7 @@ class _ExpandedProjection(nn.Module):
 
 
 @contextlib.contextmanager
-def cross_attention_once_per_example(model: nn.Module, expand: Callable[[torch.Tensor], torch.Tensor]):
+def cross_attention_once_per_example(model: T5ForConditionalGeneration, expand: Callable[[torch.Tensor], torch.Tensor]):
     """Every decoder layer's cross-attention `k`/`v` projected once per example and expanded to its label
     rows by `expand` ([B, ...] -> [R, ...]) while the block runs."""
     attentions = [block.layer[1].EncDecAttention for block in model.decoder.block]
@@ -80,7 +84,8 @@ def label_token_ids(tokenizer: PreTrainedTokenizerBase, labels: list[str] | tupl
     return torch.tensor([ids + [-100] * (length - len(ids)) for ids in encoded])
 
 
-def export_classify_graph(model: nn.Module, label_ids: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> None:
+def export_classify_graph(model: T5ForConditionalGeneration, label_ids: torch.Tensor, path: Path,
+                          opset: int = DEFAULT_OPSET) -> None:
     """The `LabelScorer` of a plain or folded T5 as one graph: input_ids, attention_mask -> scores."""
     scorer = LabelScorer(model, label_ids).eval()
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))

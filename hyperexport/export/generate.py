@@ -8,14 +8,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from hyperexport.export.tracing import DEFAULT_OPSET, quiet_tracing
 
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
 
-def export_generate_graphs(model: nn.Module, folder: Path, opset: int = DEFAULT_OPSET) -> None:
+
+def export_generate_graphs(model: T5ForConditionalGeneration, folder: Path, opset: int = DEFAULT_OPSET) -> None:
     """optimum's encoder / decoder / decoder-with-past graphs of a plain or folded T5 into `folder`."""
     from optimum.exporters.onnx import onnx_export_from_model
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import nn
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportManifest, write_export_manifest
@@ -45,7 +44,7 @@ from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX
 from hyperexport.options import DEFAULT_HEAD, DEFAULT_OPSET, DEFAULT_PRECISION, ExportHead, Precision
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 
 # which tables each graph holds: the encoder's adapters, the decoder's, or all of them and the labels
 GRAPH_STACKS = {ENCODER_GRAPH: ("encoder",), DECODER_GRAPH: ("decoder",), DECODER_WITH_PAST_GRAPH: ("decoder",),
@@ -71,7 +70,7 @@ def export_multitask(run: str | Path | None = None, *, tasks: Sequence[str] | No
     check_tokenizer(run_folder, head)
     tokenizer = run_tokenizer(run_folder)
     with publish.building(destination) as tmp:
-        labels = None if head == "generate" else [task_labels(tokenizer, folder) for folder in folders]
+        labels = None if head == "generate" or tokenizer is None else [task_labels(tokenizer, f) for f in folders]
         build_task_graphs(load_task_backbone(folders[0]), tensors, labels, folders[0].facts.adapter.activation,
                           head, precision, opset, tmp)
         if tokenizer is not None:
@@ -92,17 +91,20 @@ def export_request(task: str | None, tasks: str | None, all_tasks: bool, add_tas
                                       ("--add-task", add_task)) if given is not None]
     if len(asked) != 1:
         given = f" (not {' and '.join(asked)})" if asked else ""
-        raise UserError(f"name one task with --task, several with --tasks a,b,c (or --all), or --add-task T --to EXPORT{given}")
+        raise UserError("name one task with --task, several with --tasks a,b,c (or --all), or --add-task T --to "
+                        f"EXPORT{given}")
     if (add_task is None) != (to is None):
         raise UserError("--add-task T needs --to EXPORT: the multi-task export to add the task to")
     if fmt not in ("onnx", "tensorrt"):
         raise UserError(f"unknown format '{fmt}': use onnx or tensorrt")
     if asked[0] != "--task" and fmt != "onnx":
         raise UserError("a multi-task export is ONNX: drop --format tensorrt (TensorRT engines are built per task)")
-    return {"--task": "single", "--add-task": "add"}.get(asked[0], "multitask")
+    if asked[0] == "--task":
+        return "single"
+    return "add" if asked[0] == "--add-task" else "multitask"
 
 
-def build_task_graphs(backbone: nn.Module, tensors: Sequence[dict[str, torch.Tensor]],
+def build_task_graphs(backbone: T5ForConditionalGeneration, tensors: Sequence[dict[str, torch.Tensor]],
                       labels: Sequence[torch.Tensor] | None, activation: str, head: str, precision: str, opset: int,
                       folder: Path) -> None:
     """The multi-task graphs of `head` into `folder`: `backbone` stacked with the tasks' adapters (task t:
@@ -159,7 +161,8 @@ def check_task_names(names: Sequence[str], run_folder: RunFolder) -> None:
         raise UserError(f"task '{repeated[0]}' is named twice: list each task once")
 
 
-def check_same_source(folders: Sequence[TaskFolder], tensors: Sequence[dict[str, torch.Tensor]]) -> tuple[str, str | None]:
+def check_same_source(folders: Sequence[TaskFolder],
+                      tensors: Sequence[dict[str, torch.Tensor]]) -> tuple[str, str | None]:
     """The shared facts of the tasks (trained layer norms, backbone weights), which must agree: the graphs
     hold them once."""
     from hyperexport.stack import shared_digest

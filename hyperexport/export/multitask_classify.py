@@ -21,8 +21,11 @@ from hyperexport.export.task_tables import LABEL_PAD
 from hyperexport.export.tracing import DEFAULT_OPSET, quiet_tracing
 from hyperexport.stack import StackedT5
 
+
 class TaskLabelScorer(nn.Module):
     """scores[b, k] = sum_t log p(label k of task(b), token t | input b, its tokens < t); -inf past task(b)'s labels."""
+
+    label_table: torch.Tensor  # a buffer
 
     def __init__(self, stacked: StackedT5, label_table: torch.Tensor):  # [T, K, L], -100 = padding
         super().__init__()
@@ -37,7 +40,8 @@ class TaskLabelScorer(nn.Module):
         row_example = torch.div(rows, slots, rounding_mode="floor")  # [R]
         row_labels = labels.flatten(0, 1).index_select(0, rows)  # [R, L]
         longest = (row_labels >= 0).sum(1).max()  # the batch's longest label, </s> included
-        row_labels = row_labels.index_select(1, torch.arange(longest))  # [R, L_batch]
+        # a 0-d tensor, not an int: the traced graph keeps the batch's label length dynamic
+        row_labels = row_labels.index_select(1, torch.arange(longest))  # type: ignore[call-overload]  # [R, L_batch]
         with self.router.routing(task_ids):
             encoded = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                          use_cache=False).last_hidden_state  # [B, S, d]
@@ -54,17 +58,19 @@ class TaskLabelScorer(nn.Module):
         return scores.scatter(0, rows, row_scores).view(batch, slots)
 
     def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:  # [R, L] -> [R, L], as T5's _shift_right
-        config = self.model.config
-        start = torch.full_like(labels[:, :1], config.decoder_start_token_id)
+        start_id, pad_id = self.model.config.decoder_start_token_id, self.model.config.pad_token_id
+        assert start_id is not None and pad_id is not None  # T5's config sets both
+        start = torch.full_like(labels[:, :1], start_id)
         shifted = torch.cat([start, labels[:, :-1]], dim=1)
-        return shifted.masked_fill(shifted == LABEL_PAD, config.pad_token_id)
+        return shifted.masked_fill(shifted == LABEL_PAD, pad_id)
 
 
 def export_task_classify_graph(scorer: TaskLabelScorer, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """The scorer as one graph: input_ids, attention_mask, task_ids -> scores [batch, num_labels]."""
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long), torch.zeros(2, dtype=torch.long))
     with torch.no_grad(), quiet_tracing():
-        torch.onnx.export(scorer.eval(), example, str(path), input_names=["input_ids", "attention_mask", TASK_IDS_INPUT],
+        torch.onnx.export(scorer.eval(), example, str(path),
+                          input_names=["input_ids", "attention_mask", TASK_IDS_INPUT],
                           output_names=["scores"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
                                         "attention_mask": {0: "batch_size", 1: "sequence_length"},

@@ -13,6 +13,7 @@ hyperexport's own runtime, `runtime.generation.greedy_generate(extra=...)`, runs
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from hyperexport.contracts.task_table import TASK_IDS_INPUT
 from hyperexport.export.generate import set_static_cache_dims
 from hyperexport.export.tracing import DEFAULT_OPSET, quiet_tracing
 from hyperexport.stack import StackedT5, TaskRouter
+
+if TYPE_CHECKING:
+    pass
 
 OPTIMUM_TASK = "text2text-generation"
 _FLOAT_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -95,6 +99,7 @@ def export_task_generate_graphs(stacked: StackedT5, folder: Path, opset: int = D
         export_models(routed, folder, opset=opset, output_names=[f"{name}.onnx" for name in routed],
                       dtype=dtype, disable_dynamic_axes_fix=dtype == "bf16")
     model.config.save_pretrained(folder)
+    assert model.generation_config is not None  # a T5ForConditionalGeneration always has one
     model.generation_config.save_pretrained(folder)
     if dtype == "bf16":
         set_static_cache_dims(folder, model.config.num_heads, model.config.d_kv)

@@ -70,7 +70,7 @@ def _projection_weight(graph, output: str):
     reshape = producers.get(transpose.input[0]) if transpose is not None else None
     matmul = producers.get(reshape.input[0]) if reshape is not None else None
     chain = [node.op_type if node is not None else None for node in (transpose, reshape, matmul)]
-    if chain != ["Transpose", "Reshape", "MatMul"] or matmul.input[0] != ENCODER_STATES \
+    if chain != ["Transpose", "Reshape", "MatMul"] or matmul is None or matmul.input[0] != ENCODER_STATES \
             or matmul.input[1] not in initializers:
         raise RuntimeError(f"{output} is not Transpose(Reshape(MatMul({ENCODER_STATES}, weight))): "
                            "cannot move the cross-attention projections into the encoder")

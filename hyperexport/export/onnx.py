@@ -36,15 +36,15 @@ from hyperexport.options import (
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 
 HEADS = EXPORT_HEADS
 
 
 def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = DEFAULT_HEAD,
                 opset: int = DEFAULT_OPSET, output: Path | None = None, overwrite: bool = False,
-                precision: Precision = DEFAULT_PRECISION, generate_graph: bool = False, store_once: bool = True) -> Path:
+                precision: Precision = DEFAULT_PRECISION, generate_graph: bool = False,
+                store_once: bool = True) -> Path:
     """Export the materialized `task` of `run` (default runs/latest) to `exports/<task>/onnx[-precision]/`.
     `generate_graph`: also `generate_model.onnx` (ONNX Runtime only). `store_once=False` keeps optimum's
     three generate graphs, each with its own weights (what TensorRT engines are built from)."""
@@ -76,8 +76,8 @@ def export_onnx(run: str | Path | None = None, *, task: str, head: ExportHead = 
     return destination
 
 
-def write_graphs(model: nn.Module, label_ids: torch.Tensor | None, head: str, precision: str, opset: int,
-                 folder: Path, store_once: bool = True, generate_graph: bool = False) -> None:
+def write_graphs(model: T5ForConditionalGeneration, label_ids: torch.Tensor | None, head: str, precision: str,
+                 opset: int, folder: Path, store_once: bool = True, generate_graph: bool = False) -> None:
     """The graphs of `head` of a folded T5 (cast to `precision` in place) into `folder`; `label_ids` [K, L]
     for the classify head. `store_once`: one decoder graph, each weight stored once (`finish_graphs`);
     else optimum's three generate graphs, each with its own weights."""

@@ -12,6 +12,8 @@ The precision lives in the graph itself (strongly typed TensorRT takes no precis
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
@@ -19,10 +21,11 @@ from hyperexport.options import PRECISIONS
 
 FLOAT_PRECISIONS = tuple(p for p in PRECISIONS if p != "int8")  # what a graph's floats are (TensorRT's choices too)
 HALF_PRECISIONS = ("fp16", "bf16")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
-def cast_to_precision(model: nn.Module, precision: str) -> nn.Module:
+def cast_to_precision(model: ModuleT, precision: str) -> ModuleT:
     """Cast a folded T5 in place to `precision`'s dtype, with fp16's fp32 islands; returns it."""
     from hyperexport.fold import AdaptedFeedForward
 

@@ -38,7 +38,8 @@ def quantize_folder(folder: Path) -> None:
             model = onnx.load(str(path))
         else:
             graph = onnx.load(str(path), load_external_data=False).graph
-            heads = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in _tied_heads(graph)]
+            tied = _tied_heads(graph)
+            heads = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in tied]
             quantized = path.with_name(f".{path.name}.int8")
             with _quiet_root_logger():  # its advice to pre-process (shape inference) fits static quantization
                 quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8,

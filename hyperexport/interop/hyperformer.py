@@ -28,6 +28,8 @@ from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names, publish
 from hyperexport.contracts.run import RunManifest, write_run_manifest
 from hyperexport.errors import UserError
+from hyperexport.recipe.load import recipe_from_dict, recipe_to_dict
+from hyperexport.tasks.registry import TASKS
 
 WEIGHT_FILES = names.TRANSFORMERS_WEIGHT_FILES
 CONFIG_FILE = names.TRANSFORMERS_CONFIG_FILE
@@ -131,7 +133,8 @@ def read_settings(path: Path) -> OriginalSettings:
         raise UserError(f"{path} needs `tasks` and `adapter_config_name` (adapter or meta-adapter)")
     for name, value in known.items():
         expected = _SETTING_TYPES.get(name)
-        if expected is not None and not _is_setting(value, expected) and not (name == "task_embedding_dim" and value is None):
+        nullable = name == "task_embedding_dim" and value is None
+        if expected is not None and not _is_setting(value, expected) and not nullable:
             raise UserError(f"{path}: {name} must be {_SETTING_KINDS[expected]}, got {value!r}")
     settings = OriginalSettings(**known)
     problem = _unsupported(settings)
@@ -141,8 +144,9 @@ def read_settings(path: Path) -> OriginalSettings:
 
 
 # the type each setting must have in the JSON (task_embedding_dim may also be null)
-_SETTING_TYPES = {name: type(field.default) for name, field in OriginalSettings.__dataclass_fields__.items()
-                  if isinstance(field.default, (bool, int, str))} | {"adapter_config_name": str, "task_embedding_dim": int}
+_SETTING_TYPES = ({name: type(field.default) for name, field in OriginalSettings.__dataclass_fields__.items()
+                   if isinstance(field.default, (bool, int, str))}
+                  | {"adapter_config_name": str, "task_embedding_dim": int})
 _SETTING_KINDS = {bool: "true or false", int: "a positive whole number", str: "a string"}
 
 
@@ -236,9 +240,6 @@ def _t5_config(config_class, original: dict):
 
 def _recipe(settings: OriginalSettings, name: str, tokenizer: str | None):
     """The run's recipe: the original's tasks and adapter settings; the backbone is the run's own folder."""
-    from hyperexport.recipe.load import recipe_from_dict
-    from hyperexport.tasks.registry import TASKS
-
     unknown = [task for task in settings.tasks if task not in TASKS]
     if unknown:
         raise UserError(f"task '{unknown[0]}' of the checkpoint is not a registered task: registered tasks are "
@@ -283,7 +284,6 @@ def _write_run(model, recipe, tokenizer, destination: Path, weights_path: Path, 
     import yaml
 
     from hyperexport.params import count_parameters
-    from hyperexport.recipe.load import recipe_to_dict
     from hyperexport.training.checkpoint import save_trainable
 
     with publish.building(destination) as tmp:

@@ -22,7 +22,9 @@ class OriginalState:
     """The original tensors, with bookkeeping of the keys read and the keys that were not there."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors, self.used, self.missing = tensors, set(), []
+        self.tensors = tensors
+        self.used: set[str] = set()
+        self.missing: list[str] = []
 
     def get(self, key: str) -> torch.Tensor:
         self.used.add(key)
@@ -38,14 +40,18 @@ class OriginalState:
         return sorted(set(self.tensors) - self.used)
 
 
-def assemble_state(model, original: OriginalState, conditional_layer_norm: bool) -> dict[str, torch.Tensor]:
-    """Our model's state dict (backbone included), every tensor taken from `original`."""
-    state = {f"backbone.{key}": original.get(key) for key in model.backbone.state_dict()}
+def assemble_state(model, original: OriginalState,
+                   conditional_layer_norm: bool) -> dict[str, torch.Tensor | None]:
+    """Our model's state dict (backbone included), every tensor taken from `original` (None: a generator
+    weight the caller fills with zeros)."""
+    state: dict[str, torch.Tensor | None] = {f"backbone.{key}": original.get(key)
+                                             for key in model.backbone.state_dict()}
     if model.task_embeddings is not None:
         state.update(_task_embeddings(model, original))
     variant = model.model_config.variant
     for stack in STACKS:
         generator = f"generators.{stack}."
+        parts: dict[str, torch.Tensor] | dict[str, torch.Tensor | None]
         if variant == "hyperformer++":
             parts = _hypernet_plus_plus(original, f"{stack}.{HYPERNET}")
         elif variant == "hyperformer-layer":
@@ -129,7 +135,7 @@ def _sublayers(model, stack: str) -> list[list[str]]:
 
 
 def _per_position_hypernets(original: OriginalState, sublayers: list[list[str]],
-                            conditional_layer_norm: bool) -> dict[str, torch.Tensor]:
+                            conditional_layer_norm: bool) -> dict[str, torch.Tensor | None]:
     """`MetaAdapterController` in every sublayer -> `PerPositionHyperNets` (index layer * 2 + position).
 
     Without conditional layer norm the original keeps one plain LayerNorm per sublayer: a generator with
@@ -140,7 +146,7 @@ def _per_position_hypernets(original: OriginalState, sublayers: list[list[str]],
         "down_weight": "meta_down_sampler.weight_generator.0.", "down_bias": "meta_down_sampler.bias_generator.0.",
         "up_weight": "meta_up_sampler.weight_generator.0.", "up_bias": "meta_up_sampler.bias_generator.0.",
     }
-    state = {}
+    state: dict[str, torch.Tensor | None] = {}  # None: a generator weight the caller fills with zeros
     for ours, source in sources.items():
         linears = [original.linear(prefix + source) for prefix in prefixes]
         state.update({f"{ours}.{name}": _stack([linear[name] for linear in linears]) for name in ("weight", "bias")})

@@ -6,17 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from hyperexport.backbones import backbone_config as config_of
 from hyperexport.contracts.names import TRANSFORMERS_WEIGHT_FILES
+from hyperexport.data.demo import demo_vocabulary
+from hyperexport.data.word_tokenizer import word_level_tokenizer
 from hyperexport.errors import UserError
 from hyperexport.hub import load_from_hub
 from hyperexport.model.hyper_t5 import HyperT5
 
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
 OFFLINE_TOKENIZER = ("set backbone.tokenizer to a local folder (save_pretrained), or to byt5 or demo-words, "
                      "which need no files")
-OFFLINE_BACKBONE = "set backbone.pretrained to a local folder of T5 weights (save_pretrained), or null for random weights"
+OFFLINE_BACKBONE = ("set backbone.pretrained to a local folder of T5 weights (save_pretrained), "
+                    "or null for random weights")
 BYTE_TOKENIZER = "byt5"  # ByT5's byte tokenizer: needs no files
 DEMO_WORD_TOKENIZER = "demo-words"  # one token per word of the demo's synthetic vocabulary
 
@@ -28,9 +36,6 @@ def load_tokenizer(name_or_path: str):
     if name_or_path == BYTE_TOKENIZER:
         return ByT5Tokenizer()
     if name_or_path == DEMO_WORD_TOKENIZER:
-        from hyperexport.data.demo import demo_vocabulary
-        from hyperexport.data.word_tokenizer import word_level_tokenizer
-
         return word_level_tokenizer(demo_vocabulary())
     try:
         if Path(name_or_path).expanduser().is_dir():
@@ -40,12 +45,10 @@ def load_tokenizer(name_or_path: str):
         raise UserError(f"cannot load tokenizer '{name_or_path}': {str(error).splitlines()[0]}") from None
 
 
-def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None):
+def load_backbone(backbone_config, seed: int, weights_dir: Path | None = None) -> T5ForConditionalGeneration:
     """T5ForConditionalGeneration: from `weights_dir` (a run's saved backbone), the recipe's pretrained
     weights, or randomly initialised from the recipe's config with `seed`."""
     from transformers import T5ForConditionalGeneration
-
-    from hyperexport.backbones import backbone_config as config_of
 
     source = weights_dir or backbone_config.pretrained
     if source is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ from hyperexport.model.generators import (
     bottleneck_size,
 )
 
+if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
 FEED_FORWARD, SELF_ATTENTION = 0, 1
 T5_NORM_CLASSES = ("T5LayerNorm", "FusedRMSNorm")
 
@@ -33,7 +37,7 @@ T5_NORM_CLASSES = ("T5LayerNorm", "FusedRMSNorm")
 class HyperT5(nn.Module):
     """A T5ForConditionalGeneration plus one adapter-weight generator per stack."""
 
-    def __init__(self, backbone: nn.Module, task_names: Sequence[str], model_config):
+    def __init__(self, backbone: T5ForConditionalGeneration, task_names: Sequence[str], model_config):
         super().__init__()
         self.backbone = backbone
         self.task_names = tuple(task_names)
@@ -79,7 +83,9 @@ class HyperT5(nn.Module):
     @torch.no_grad()
     def generate(self, task_ids: torch.Tensor, **generate_kwargs) -> torch.Tensor:
         with self.adapting(task_ids):
-            return self.backbone.generate(**generate_kwargs)
+            sequences = self.backbone.generate(**generate_kwargs)
+        assert isinstance(sequences, torch.Tensor), "HyperT5.generate returns the token ids only"
+        return sequences
 
     # ---- hooks ------------------------------------------------------------------------------------
     def _attach_hooks(self) -> None:
@@ -91,7 +97,8 @@ class HyperT5(nn.Module):
 
     def _adapt(self, stack: str, layer: int, position: int, y: torch.Tensor) -> torch.Tensor:
         if self._active is None:
-            raise RuntimeError("HyperT5 ran without task ids: call model(task_ids=..., ...) or model.generate(task_ids=...)")
+            raise RuntimeError("HyperT5 ran without task ids: call model(task_ids=..., ...) or "
+                               "model.generate(task_ids=...)")
         weights, task_index = self._active
         if task_index is not None and y.shape[0] != task_index.shape[0]:  # beams / num_return_sequences
             task_index = task_index.repeat_interleave(y.shape[0] // task_index.shape[0])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hyperexport.contracts.run import RunFolder
+from hyperexport.recipe.load import load_recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -42,7 +43,6 @@ class TrainedRun:
 def load_run(run: str | Path | None = None) -> TrainedRun:
     """The run at `run` (default runs/latest), ready for inference."""
     from hyperexport.model.build import build_model, check_tokenizer_fits, load_tokenizer
-    from hyperexport.recipe.load import load_recipe
     from hyperexport.training.checkpoint import load_trainable
 
     folder = RunFolder.resolve(run)

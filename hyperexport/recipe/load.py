@@ -17,15 +17,18 @@ import functools
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeGuard, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from hyperexport.backbones import PRESETS
 from hyperexport.contracts.fields import to_json
+from hyperexport.data.demo import DEMO_GENERATORS
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import DEFAULT_RECIPE, BackboneConfig, ModelConfig, Recipe, TaskConfig
+from hyperexport.tasks.registry import TASKS, custom_task
 
 # Every number in the schema must be > 0, except these, which may also be 0.
 _MAY_BE_ZERO = frozenset({"warmup_steps", "seed", "data_seed", "weight_decay", "label_smoothing"})
@@ -129,7 +132,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     """`value` as type `tp`, or `_BAD` after recording why not in `problems`."""
     origin, args = get_origin(tp), get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, path, problems)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -261,9 +264,6 @@ _NAME_RULE = "is not a valid name (letters, digits and _ . + -, starting with a 
 
 
 def _check_task(task: TaskConfig, path: str) -> list[str]:
-    from hyperexport.data.demo import DEMO_GENERATORS
-    from hyperexport.tasks.registry import TASKS
-
     problems = [] if _SAFE_NAME.fullmatch(task.name) else [f"{path}.name: {task.name!r} {_NAME_RULE}"]
     if task.name in TASKS:
         given = [key for key in _CUSTOM_FIELDS if getattr(task, key) is not None]
@@ -282,12 +282,11 @@ def _check_task(task: TaskConfig, path: str) -> list[str]:
 
 
 def _check_custom_task(task: TaskConfig, path: str) -> list[str]:
-    from hyperexport.tasks.registry import TASKS, custom_task
-
     missing = [key for key in _CUSTOM_FIELDS if getattr(task, key) is None]
     if missing:
         return [f"{path}: {task.name!r} is not a built-in task{_did_you_mean(task.name, TASKS)}, and a "
                 f"custom task must set template, labels and metric (missing: {', '.join(missing)})"]
+    assert task.template is not None and task.labels is not None and task.metric is not None  # _CUSTOM_FIELDS
     problems = []
     if task.source not in ("jsonl", "csv"):
         problems.append(f"{path}.source: a custom task reads jsonl or csv files, not {task.source}")
@@ -304,8 +303,6 @@ _CUSTOM_FIELDS = ("template", "labels", "metric")
 
 
 def _check_backbone(backbone: BackboneConfig, path: str) -> list[str]:
-    from hyperexport.backbones import PRESETS
-
     config = backbone.config
     if config in PRESETS or "/" in config or config.endswith(".json"):
         return []
@@ -323,18 +320,16 @@ def _no_checks(instance: Any, path: str) -> list[str]:
     return []
 
 
-_CHECKS = {
+_CHECKS: dict[type, Callable[[Any, str], list[str]]] = {
     Recipe: _check_recipe, TaskConfig: _check_task, BackboneConfig: _check_backbone, ModelConfig: _check_model
 }
 
 
 def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
-    from hyperexport.backbones import PRESETS
-
     def resolve(value: str) -> str:
         return str((base_dir / Path(value).expanduser()).resolve())
 
-    def local(value: str | None) -> bool:
+    def local(value: str | None) -> TypeGuard[str]:
         return value is not None and value.startswith((".", "/", "~"))
 
     backbone = recipe.backbone
@@ -345,7 +340,8 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
         tokenizer=resolve(backbone.tokenizer) if local(backbone.tokenizer) else backbone.tokenizer,
     )
     tasks = tuple(
-        dataclasses.replace(task, path=resolve(task.path)) if task.source in _FILE_SOURCES else task
+        # a file source's path is set (`_check_task` refused the recipe otherwise)
+        dataclasses.replace(task, path=resolve(task.path)) if task.source in _FILE_SOURCES and task.path else task
         for task in recipe.tasks
     )
     return dataclasses.replace(recipe, backbone=backbone, tasks=tasks)

@@ -21,11 +21,14 @@ class BackboneConfig:
     legacy_cross_attention_bias: bool = False
 
 
+# hyperformer-layer: one hypernet per stack over [task, layer id], generators per position (the
+# released configs/hyperformer.json)
+ModelVariant = Literal["hyperformer++", "hyperformer", "hyperformer-layer", "adapters"]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    # hyperformer-layer: one hypernet per stack over [task, layer id], generators per position (the
-    # released configs/hyperformer.json)
-    variant: Literal["hyperformer++", "hyperformer", "hyperformer-layer", "adapters"] = "hyperformer++"
+    variant: ModelVariant = "hyperformer++"
     reduction_factor: int = 32
     task_embedding_dim: int = 64
     hypernet_hidden_dim: int = 128

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hyperexport.errors import UserError
-
+from hyperexport.options import CPU_RUNNABLE
 
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -65,8 +65,6 @@ def value_shape(value: Any) -> tuple[int, ...]:
 def onnxruntime_provider(precision: str) -> str | None:
     """The ONNX Runtime execution provider that can run graphs of `precision` here, or None."""
     import onnxruntime as ort
-
-    from hyperexport.options import CPU_RUNNABLE
 
     if precision in CPU_RUNNABLE:
         return CPU_PROVIDER

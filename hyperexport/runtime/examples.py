@@ -45,6 +45,7 @@ def read_task_sources(table: TaskTable, task: str | None, examples: Sequence[dic
     its `task` field (a task name, or its row number), else `task` (--task, which a field may not contradict)."""
     if sum(source is not None for source in (examples, text, input_file)) != 1:
         raise UserError(ONE_SOURCE)
+    values: list[tuple[str, object]]
     if examples is not None:
         if not examples:
             raise UserError("no examples given: pass at least one dict of the task's fields")
@@ -53,8 +54,11 @@ def read_task_sources(table: TaskTable, task: str | None, examples: Sequence[dic
         row = table.index(_default_task(table, task, "TEXT"))
         facts = table.tasks[row].facts
         return [row], [facts.template.format(**example_from_text(text, facts.task, template_fields(facts.template)))]
+    elif text is not None:
+        values = [("TEXT", _parse_json(text, "TEXT"))]
     else:
-        values = [("TEXT", _parse_json(text, "TEXT"))] if text is not None else list(jsonl_values(Path(input_file)))
+        assert input_file is not None  # exactly one source, checked above
+        values = list(jsonl_values(Path(input_file)))
     rows = [_task_row(table, value, where, task) for where, value in values]
     sources = []
     for row, (where, value) in zip(rows, values):
@@ -68,8 +72,8 @@ def _task_row(table: TaskTable, value: object, where: str, task: str | None) -> 
     if named is None:
         return table.index(_default_task(table, task, where))
     if isinstance(named, bool) or not isinstance(named, (str, int)):
-        raise UserError(f"{where}: field {TASK_FIELD} is {json_kind(named)}; give a task name ({', '.join(table.names)}) "
-                        "or its row number")
+        raise UserError(f"{where}: field {TASK_FIELD} is {json_kind(named)}; "
+                        f"give a task name ({', '.join(table.names)}) or its row number")
     if isinstance(named, int) and not 0 <= named < len(table.names):
         raise UserError(f"{where}: task id {named} is out of range: the export has {len(table.names)} tasks "
                         f"({table.describe()})")
@@ -99,6 +103,7 @@ def read_examples(task: str, template: str, text: str | None = None,
         raise UserError(ONE_SOURCE)
     if text is not None:
         return [example_from_text(text, task, fields)]
+    assert input_file is not None  # exactly one source, checked above
     return [_example(value, where, task, fields) for where, value in jsonl_values(Path(input_file))]
 
 

@@ -87,7 +87,8 @@ def one_graph_generate(backend: GraphBackend, input_ids: np.ndarray, attention_m
     """`greedy_generate`'s tokens [B, 1 + n] from `generate_model.onnx` (ONNX Runtime's BeamSearch with
     one beam): one call per batch, the loop inside the runtime."""
     sequences = backend.infer(GENERATE_MODEL_GRAPH, {
-        "input_ids": np.asarray(input_ids, dtype=np.int32), "attention_mask": np.asarray(attention_mask, dtype=np.int32),
+        "input_ids": np.asarray(input_ids, dtype=np.int32),
+        "attention_mask": np.asarray(attention_mask, dtype=np.int32),
         "max_length": np.array([max_new_tokens + 1], dtype=np.int32),
         "min_length": np.array([min_new_tokens + 1 if min_new_tokens else 0], dtype=np.int32)})["sequences"]
     return np.asarray(sequences, dtype=np.int64)

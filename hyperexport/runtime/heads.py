@@ -16,8 +16,8 @@ import numpy as np
 
 from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
 from hyperexport.errors import UserError
-from hyperexport.runtime.backends import GraphBackend
-from hyperexport.runtime.examples import Batch, token_batches
+from hyperexport.runtime.backends import Feeds, GraphBackend
+from hyperexport.runtime.examples import token_batches
 from hyperexport.runtime.generation import greedy_generate
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def decoded_texts(tokenizer: PreTrainedTokenizerBase, tokens: np.ndarray | Seque
     return [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
 
-def label_scores(backend: GraphBackend, batches: Iterable[Batch]) -> np.ndarray:
+def label_scores(backend: GraphBackend, batches: Iterable[Feeds]) -> np.ndarray:
     """[N, K] label log-probabilities of every batch, joined."""
     return np.concatenate([backend.infer(CLASSIFY_GRAPH, batch)["scores"] for batch in batches])
 

@@ -96,6 +96,7 @@ def label_task_examples(backend: GraphBackend, tokenizer: PreTrainedTokenizerBas
         if head == "classify":
             results += _classify(backend, table, batch, batch_rows)
         else:
+            assert ids is not None  # a generate head without ids was refused above
             results += _generate(backend, tokenizer, table, batch, batch_rows, ids)
     return [{"index": index, **result} for index, result in enumerate(results)]
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IN_PLACE_READERS = {"Gather"}  # operators that read an initializer where it lies (a few rows or columns)
 ONNX_TO_NUMPY = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16"}
@@ -64,7 +68,7 @@ class SharedWeights:
             for place in set(places.values()):
                 readers[place] = readers.get(place, 0) + 1
         self.shared = {place for place, count in readers.items() if count > 1}
-        self.maps: dict[str, object] = {}  # location -> read-only numpy memmap of the whole file
+        self.maps: dict[str, np.memmap] = {}  # location -> read-only numpy memmap of the whole file
         self.values: dict[Place, object] = {}  # place -> OrtValue over its bytes
 
     def initializers(self, graph: str) -> dict[str, object]:

@@ -34,13 +34,14 @@ if TYPE_CHECKING:
 _PLAN_FACTS = ("tensorrt_version", "compute_capability", "gpu_name")
 
 
-def check_plan_compatible(folder: Path, manifest: ExportManifest, current: dict[str, str]) -> None:
+def check_plan_compatible(folder: Path, manifest: ExportManifest, current: Mapping[str, object]) -> None:
     """Refuse plans built with another TensorRT version or on another GPU model than `current`
     (`build.device_facts`)."""
     different = [fact for fact in _PLAN_FACTS if str(getattr(manifest, fact)) != str(current.get(fact))]
     if different:
         built = f"TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} (sm {manifest.compute_capability})"
-        here = f"TensorRT {current.get('tensorrt_version')} on {current.get('gpu_name')} (sm {current.get('compute_capability')})"
+        here = (f"TensorRT {current.get('tensorrt_version')} on {current.get('gpu_name')} "
+                f"(sm {current.get('compute_capability')})")
         raise UserError(f"{folder} holds plans built with {built}, but this machine has {here}: rebuild them here with "
                         f"`hyperexport export --task {manifest.task} --format tensorrt --overwrite`")
 

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from hyperexport.runtime.heads import label_examples
 from hyperexport.runtime.multitask import label_task_examples
 from hyperexport.tasks.registry import template_fields
 
+if TYPE_CHECKING:
+    from tritonclient.grpc import InferenceServerClient
+
 DEFAULT_URL = "localhost:8001"
 _GET_TRITONCLIENT = "pip install 'tritonclient[grpc]'"
 
@@ -49,7 +53,7 @@ class TritonBackend:
 
     def __init__(self, url: str, models: Mapping[str, str], max_batch: int | None = None):
         self.url, self.models, self._max_batch = url, dict(models), max_batch
-        self.client = None
+        self.client: InferenceServerClient | None = None  # connected while inside `with`
         self.inputs: dict[str, set[str]] = {}  # model -> its input names (from Triton's metadata)
 
     def __enter__(self) -> TritonBackend:
@@ -77,6 +81,7 @@ class TritonBackend:
         from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
         model = self.models[graph]
+        assert self.client is not None, "run the backend inside `with`"
         try:
             wanted = self._input_names(model)
             requests = []
@@ -92,6 +97,7 @@ class TritonBackend:
         return {output.name: result.as_numpy(output.name) for output in result.get_response().outputs}
 
     def _input_names(self, model: str) -> set[str]:
+        assert self.client is not None, "run the backend inside `with`"
         if model not in self.inputs:
             self.inputs[model] = {tensor.name for tensor in self.client.get_model_metadata(model).inputs}
         return self.inputs[model]

@@ -11,7 +11,7 @@ client uses (`runtime.heads`, `runtime.generation`), so a served answer is `pred
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +91,7 @@ class ServedModel:
     def __exit__(self, *exc: object) -> None:
         self.backend.__exit__(*exc)
 
-    def run(self, requests: list[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray] | RequestError]:
+    def run(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray] | RequestError]:
         """One result (output name -> array with the request's batch axis) or one error per request."""
         parsed: list[Rows | RequestError] = []
         for request in requests:
@@ -239,7 +239,7 @@ def _until_eos(row: np.ndarray, eos_id: int) -> np.ndarray:
 
 def _stacked(rows: list[np.ndarray], fill: float, dtype: type) -> np.ndarray:
     """Rows of unequal length as one [B, longest] array, filled on the right."""
-    out = np.full((len(rows), max(len(row) for row in rows)), fill, dtype=dtype)
+    out: np.ndarray = np.full((len(rows), max(len(row) for row in rows)), fill, dtype=dtype)
     for index, row in enumerate(rows):
         out[index, :len(row)] = row
     return out

@@ -126,14 +126,16 @@ def check_model_config(config: ModelConfig, model_name: str, graph_spec: GraphIo
     for kind, declared, specs in (("input", config.input, graph_spec.inputs),
                                   ("output", config.output, graph_spec.outputs)):
         if [t.name for t in declared] != [s.name for s in specs]:
-            problems.append(f"{kind} names {[t.name for t in declared]} differ from the graph's {[s.name for s in specs]}")
+            problems.append(f"{kind} names {[t.name for t in declared]} differ from the graph's "
+                            f"{[s.name for s in specs]}")
             continue
         for tensor, spec in zip(declared, specs):
             dtype = pb2.DataType.Name(tensor.data_type)
             if dtype != TRITON_DTYPES.get(spec.dtype):
                 problems.append(f"{kind} {tensor.name} is {dtype}, the graph's is {spec.dtype}")
             if list(tensor.dims) != triton_dims(spec.shape, f"{graph} {kind} {tensor.name}"):
-                problems.append(f"{kind} {tensor.name} has dims {list(tensor.dims)}, the graph's shape is {list(spec.shape)}")
+                problems.append(f"{kind} {tensor.name} has dims {list(tensor.dims)}, "
+                                f"the graph's shape is {list(spec.shape)}")
             if len(spec.shape) == 1 and (not tensor.HasField("reshape") or list(tensor.reshape.shape)):
                 problems.append(f"{kind} {tensor.name} is [batch] in the graph: it needs reshape {{ shape: [ ] }}")
     return problems

@@ -78,7 +78,8 @@ class Endpoints:
 def distribution() -> Path:
     """nvidia-pytriton's `tritonserver/` folder (bin, backends, stubs), found without importing pytriton."""
     spec = importlib.util.find_spec("pytriton")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "tritonserver" if spec else None
+    locations = spec.submodule_search_locations if spec else None
+    folder = Path(next(iter(locations))) / "tritonserver" if locations else None
     if folder is None or not (folder / "bin" / "tritonserver").is_file():
         raise UserError(_GET_TRITON)
     return folder
@@ -190,7 +191,8 @@ class TritonProcess:
         if self.watchdog is not None:  # stopped here in order: the watchdog is not needed
             self.watchdog.kill()
             self.watchdog.wait()
-            self.watchdog.stdin.close()
+            if self.watchdog.stdin is not None:  # started with stdin=PIPE: closing it is what it waits on
+                self.watchdog.stdin.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

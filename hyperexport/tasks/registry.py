@@ -92,7 +92,7 @@ class TaskSpec:
         try:
             return str(round(float(label), 1))  # method §6: 1 decimal, not the 0.2 grid
         except (TypeError, ValueError):
-            raise UserError(f"task '{self.name}': label {label!r} is not a number; fix the data")
+            raise UserError(f"task '{self.name}': label {label!r} is not a number; fix the data") from None
 
     def _class_target(self, label) -> str:
         if isinstance(label, bool):
@@ -107,7 +107,7 @@ def template_fields(template: str) -> tuple[str, ...]:
     try:
         names = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
     except ValueError as error:
-        raise UserError(f"template {template!r} is malformed ({error}); use '{{field}}' placeholders")
+        raise UserError(f"template {template!r} is malformed ({error}); use '{{field}}' placeholders") from None
     if not names or any(not name.isidentifier() for name in names):
         raise UserError(f"template {template!r} needs named fields such as '{{sentence}}'")
     return tuple(dict.fromkeys(names))

@@ -30,9 +30,11 @@ def nearest_task(run: RunToAdapt, examples: list[Example]) -> tuple[str, dict[st
     task, config = examples[0].task, run.recipe.train
     table = run.trained[EMBEDDING_KEY]  # [T, t']
     model = adaptation_model(run, task, table[0])
+    embeddings = model.task_embeddings
+    assert embeddings is not None  # an adaptation model has the new task's embedding
     losses = {}
     for row, name in enumerate(run.task_names):
-        model.task_embeddings.weight.copy_(table[row][None])
+        embeddings.weight.copy_(table[row][None])
         total = 0.0
         for start in range(0, len(examples), config.eval_batch_size):
             chunk = examples[start:start + config.eval_batch_size]
@@ -40,7 +42,7 @@ def nearest_task(run: RunToAdapt, examples: list[Example]) -> tuple[str, dict[st
                             run.recipe.data.max_target_length)
             total += len(chunk) * batch_loss(run.accelerator, model, batch, config).item()
         losses[name] = total / len(examples)
-    return min(losses, key=losses.get), losses
+    return min(losses, key=losses.__getitem__), losses
 
 
 def train_steps(run: RunToAdapt, model: HyperT5, examples: list[Example], *, steps: int, learning_rate: float,

@@ -87,15 +87,17 @@ def adaptation_model(run: RunToAdapt, task: str, embedding: torch.Tensor) -> Hyp
 def set_trainable(model: HyperT5, tune: str) -> int:
     """Freeze everything but the task embedding (and, with `tune`, the layer norms / hypernetworks);
     returns the number of parameters that learn."""
+    embeddings = model.task_embeddings
+    assert embeddings is not None  # an adaptation model has the new task's embedding
     model.requires_grad_(False)
-    model.task_embeddings.weight.requires_grad_(True)
+    embeddings.weight.requires_grad_(True)
     if tune in ("layer-norms", "hypernet"):
         for module in model.backbone.modules():
             if is_t5_layer_norm(module):
                 module.weight.requires_grad_(True)
     if tune == "hypernet":
         model.generators.requires_grad_(True)
-        model.task_embeddings.requires_grad_(True)  # the projector, if the run has one
+        embeddings.requires_grad_(True)  # the projector, if the run has one
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -52,7 +52,8 @@ def read_labelled_file(spec: TaskSpec, file: Path, what: str) -> list[dict]:
         raise UserError(f"{what} file {file} does not exist: give a .jsonl or .csv file of labelled examples")
     source = SUFFIXES.get(file.suffix.lower())
     if source is None:
-        raise UserError(f"{what} file {file} is neither .jsonl (one JSON object per line) nor .csv: rename or convert it")
+        raise UserError(f"{what} file {file} is neither .jsonl (one JSON object per line) nor .csv: "
+                        "rename or convert it")
     rows = task_file_rows(spec, source, file)
     if not rows:
         raise UserError(f"{what} file {file} has no examples: give at least one labelled {source} row")

@@ -57,7 +57,8 @@ def train(recipe: Recipe, *, output: Path | None = None, max_steps: int | None =
             shutil.rmtree(partial, ignore_errors=True)
             publish.remove_if_empty(new_parent)
         if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C, or one before the loop
-            raise Interrupted("training was interrupted", f"{partial} (its last checkpoint)" if kept else None) from None
+            kept_note = f"{partial} (its last checkpoint)" if kept else None
+            raise Interrupted("training was interrupted", kept_note) from None
         raise
     publish.point_link(run_dir.parent / names.LATEST_LINK, run_dir)
     return run_dir
@@ -129,7 +130,8 @@ class _TrainingSession:
         else:
             self.progress = TrainProgress()
             self._start_run_folder()
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
+            self.model, self.optimizer, self.scheduler)
 
     @property
     def unwrapped(self) -> HyperT5:

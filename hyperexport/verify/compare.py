@@ -19,9 +19,12 @@ from hyperexport.contracts.task import TaskFacts
 from hyperexport.errors import UserError
 from hyperexport.recipe.schema import BackboneConfig
 from hyperexport.runtime.backends import OnnxRuntimeBackend, onnxruntime_provider
+from hyperexport.tasks.metrics import compute_metrics
 from hyperexport.verify.runners import ExportRunner, GenerateGraphRunner, ParityInputs
 
 if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
     from hyperexport.contracts.export import GenerationIds
     from hyperexport.model.trained import TrainedRun
 
@@ -47,8 +50,9 @@ GENERATE_GRAPH_RUNNER = "onnxruntime_generate_model"  # generate_model.onnx, whe
 RANDOM_BATCH = (4, 12)  # batch, sequence length of the random-token input set
 
 
-def task_parity(loaded: TrainedRun, task: str, folded: torch.nn.Module, facts: TaskFacts, export_runners: list,
-                precision: str, max_examples: int, task_row: int | None = None) -> tuple[list[dict], list[dict]]:
+def task_parity(loaded: TrainedRun, task: str, folded: T5ForConditionalGeneration, facts: TaskFacts,
+                export_runners: list, precision: str, max_examples: int,
+                task_row: int | None = None) -> tuple[list[dict], list[dict]]:
     """The comparisons and metric rows of one task: the reference (the run's hypernetwork model), the folded
     model in fp32 (and in the export's half precision: the PyTorch view of what it costs) and
     `export_runners` on the task's evaluation split and a random batch (`task_row`: each example's row of
@@ -58,7 +62,7 @@ def task_parity(loaded: TrainedRun, task: str, folded: torch.nn.Module, facts: T
     from hyperexport.verify.runners import TorchRunner
 
     token_ids_only = loaded.tokenizer is None  # an imported run without a tokenizer: no text, no labels
-    label_ids = (torch.empty(0, 1, dtype=torch.long) if token_ids_only
+    label_ids = (torch.empty(0, 1, dtype=torch.long) if loaded.tokenizer is None
                  else label_token_ids(loaded.tokenizer, facts.labels))
     input_sets = {"random": random_inputs(loaded, facts, label_ids)}
     if not token_ids_only:
@@ -74,8 +78,8 @@ def task_parity(loaded: TrainedRun, task: str, folded: torch.nn.Module, facts: T
     for runner in runners + export_runners:
         with runner:
             outputs[runner.name] = {name: runner.infer(inputs) for name, inputs in input_sets.items()}
-    tolerances = {name: (TENSORRT_TOLERANCES if name == TENSORRT else TOLERANCES)["fp32" if name == FOLDED else precision]
-                  for name in outputs}
+    tolerances = {name: (TENSORRT_TOLERANCES if name == TENSORRT else TOLERANCES)[
+                      "fp32" if name == FOLDED else precision] for name in outputs}
     comparisons = [row for name in input_sets for row in compare(outputs, name, tolerances)]
     metrics = [] if token_ids_only else metric_parity(
         {runner: by_set["evaluation"] for runner, by_set in outputs.items()}, targets, loaded, task, facts, tolerances)
@@ -161,7 +165,6 @@ def metric_parity(outputs: dict, targets: list[str], loaded, task: str, facts: T
                    tolerances: dict[str, dict]) -> list[dict]:
     """The task metric of each head's predictions per runner; each must equal the reference's."""
     from hyperexport.runtime.heads import decoded_texts, label_results
-    from hyperexport.tasks.metrics import compute_metrics
     spec = loaded.task_spec(task)
     rows = []
     for head, predict in (("classify", lambda o: [r["label"] for r in label_results(o["scores"], facts.labels)]),

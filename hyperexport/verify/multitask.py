@@ -111,17 +111,19 @@ def _task_report(export: ExportFolder, row: int, loaded: TrainedRun, folder: Tas
 def _mixed_report(export: ExportFolder, table: TaskTable, loaded: list, folders: list[TaskFolder],
                   onnxruntime: ExportRunner) -> dict:
     inputs = mixed_inputs(table, loaded)
+    task_ids = inputs.task_ids
+    assert task_ids is not None  # the mixed batch names each row's task
     with onnxruntime:
         mixed = onnxruntime.infer(inputs)
     tolerance = MIXED_TOLERANCES[export.manifest.precision]
     rows = []
     with tempfile.TemporaryDirectory(prefix="hyperexport-verify-") as scratch:
         for row, folder in enumerate(folders):
-            picked = (inputs.task_ids == row).nonzero().squeeze(1)
+            picked = (task_ids == row).nonzero().squeeze(1)
             single = _single_task_outputs(export, folder, _rows(inputs, picked), Path(scratch) / str(row))
             rows += _mixed_rows(folder.facts, {name: value[picked.numpy()] for name, value in mixed.items()},
                                 single, tolerance, onnxruntime.ids)
-    return {"rows": int(inputs.task_ids.shape[0]), "task_ids": inputs.task_ids.tolist(), "comparisons": rows,
+    return {"rows": int(task_ids.shape[0]), "task_ids": task_ids.tolist(), "comparisons": rows,
             "passed": all(check["passed"] for check in rows)}
 
 
@@ -154,6 +156,7 @@ def _random_mixed(table: TaskTable, run: TrainedRun) -> ParityInputs:
     rows = torch.arange(len(table.tasks)).repeat(2)[torch.randperm(2 * len(table.tasks), generator=generator)]
     config = run.model.backbone.config
     input_ids = torch.randint(3, config.vocab_size, (rows.shape[0], 12), generator=generator)
+    assert config.eos_token_id is not None  # T5's config sets it
     input_ids[:, -1] = config.eos_token_id
     decoder_ids = torch.randint(3, config.vocab_size, (rows.shape[0], 3), generator=generator)
     return ParityInputs(input_ids, torch.ones_like(input_ids), decoder_ids, torch.empty(0, 1, dtype=torch.long),
@@ -196,6 +199,7 @@ def _mixed_rows(facts: TaskFacts, mixed: dict[str, np.ndarray], single: dict[str
         if name == "scores":
             value = value[:, :len(facts.labels)]
         if name == "tokens":
+            assert ids is not None  # the generate head's exports have generation ids
             value = cut_rows(value, [facts.max_new_tokens] * len(value), ids.pad_token_id)
             diff = token_mismatch(value, expected)
         else:

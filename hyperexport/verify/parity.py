@@ -3,8 +3,8 @@
 Inputs: the task's evaluation (test) split and a seeded batch of random token ids. Runners: PyTorch
 with the hypernetwork (the reference, from the run), PyTorch folded (from the materialized task),
 ONNX Runtime (the export; and its one-graph generator, where it has one). Per runner and output: max
-|delta| against the export precision's tolerance (`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens identical, task metric equal); NaN/Inf
-anywhere fails. The report goes to `<export>/parity_report.json`.
+|delta| against the export precision's tolerance (`TOLERANCES`; fp32: logits and scores 1e-4, greedy tokens
+identical, task metric equal); NaN/Inf anywhere fails. The report goes to `<export>/parity_report.json`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,20 @@ from pathlib import Path
 
 from hyperexport.contracts.export import ExportFolder
 from hyperexport.errors import UserError
-from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
 from hyperexport.export.tensorrt.compat import export_compatibility
-from hyperexport.verify.compare import (REFERENCE, TENSORRT, TENSORRT_TOLERANCES, TOLERANCES,  # noqa: F401 (public)
-                                        check_same_backbone, export_ids, generate_graph_runners, onnxruntime_runner,
-                                        task_parity, write_report)
+from hyperexport.options import DEFAULT_VERIFY_EXAMPLES
+from hyperexport.verify.compare import (  # noqa: F401 (public)
+    REFERENCE,
+    TENSORRT,
+    TENSORRT_TOLERANCES,
+    TOLERANCES,
+    check_same_backbone,
+    export_ids,
+    generate_graph_runners,
+    onnxruntime_runner,
+    task_parity,
+    write_report,
+)
 from hyperexport.verify.runners import ExportRunner
 
 
@@ -38,6 +47,7 @@ def verify(export_dir: str | Path, *, run: str | Path | None = None, max_example
         return verify_multitask(export, run, max_examples, tensorrt_check)
     manifest = export.manifest
     compatibility = export_compatibility(export) if export.is_engine or tensorrt_check else None
+    not_run: list[dict]
     if export.is_engine:
         export_runners, not_run = [_engine_runner(export)], []  # no GPU or foreign plans: fail first
     else:

@@ -1,6 +1,6 @@
 """Runners: one small interface over PyTorch (hypernetwork or folded) and an export's graphs on any
-`GraphBackend` (ONNX Runtime, TensorRT), so `verify` treats every runtime alike (Polygraphy's runner design). A runner is a context manager (activate /
-deactivate) whose `infer(inputs)` returns named numpy outputs:
+`GraphBackend` (ONNX Runtime, TensorRT), so `verify` treats every runtime alike (Polygraphy's runner design).
+A runner is a context manager (activate / deactivate) whose `infer(inputs)` returns named numpy outputs:
 - `logits` [B, T, V]: teacher-forced decoder logits (generate head);
 - `scores` [B, K]: log-probability of each label string (classify head);
 - `tokens` [B, N]: greedy generation (generate head; `generate_model.onnx` too, where the export has it).
@@ -17,9 +17,12 @@ import torch
 
 from hyperexport.contracts.names import CLASSIFY_GRAPH, ENCODER_GRAPH
 from hyperexport.contracts.task_table import TASK_IDS_INPUT
+from hyperexport.model.hyper_t5 import HyperT5
 from hyperexport.runtime.generation import greedy_generate, one_graph_generate, teacher_forced_logits
 
 if TYPE_CHECKING:
+    from transformers import T5ForConditionalGeneration
+
     from hyperexport.contracts.export import GenerationIds
     from hyperexport.runtime.backends import GraphBackend
 
@@ -34,7 +37,8 @@ class ParityInputs:
     task_ids: torch.Tensor | None = None  # [B] a multi-task export's task-table row per example
 
 
-def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_right: Callable, inputs: ParityInputs) -> torch.Tensor:
+def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_right: Callable,
+                                 inputs: ParityInputs) -> torch.Tensor:
     """scores[b, k] = sum_t log p(label_k[t] | input b, label_k[<t]) with `forward(**kw) -> logits`."""
     scores = []
     for label in inputs.label_ids:  # K is small (2-3 labels; 26 for stsb)
@@ -48,10 +52,10 @@ def teacher_forced_label_scores(forward: Callable[..., torch.Tensor], shift_righ
 class TorchRunner:
     """A PyTorch seq2seq model: `HyperT5` (give `task_id`) or a folded `T5ForConditionalGeneration`."""
 
-    def __init__(self, name: str, model: torch.nn.Module, task_id: int | None = None):
+    def __init__(self, name: str, model: HyperT5 | T5ForConditionalGeneration, task_id: int | None = None):
         self.name, self.model, self.task_id = name, model.eval(), task_id
 
-    def __enter__(self) -> "TorchRunner":
+    def __enter__(self) -> TorchRunner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -63,7 +67,7 @@ class TorchRunner:
     @torch.no_grad()
     def infer(self, inputs: ParityInputs) -> dict[str, np.ndarray]:
         task = self._task_kwargs(inputs.input_ids.shape[0])
-        backbone = getattr(self.model, "backbone", self.model)
+        backbone = self.model.backbone if isinstance(self.model, HyperT5) else self.model
         forward = lambda **kw: self.model(**task, **kw).logits  # noqa: E731
         logits = forward(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
                          decoder_input_ids=inputs.decoder_input_ids)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import model_config, tiny_t5, tiny_t5_config
 
+from conftest import model_config, tiny_t5, tiny_t5_config
 from hyperexport.model.generators import HYPERNET_INIT_STD
 from hyperexport.model.hyper_t5 import HyperT5
 

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import TypedDict
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.export import ExportFolder, write_export_manifest
@@ -79,7 +80,13 @@ def require_tensorrt() -> ModuleType:
     return tensorrt
 
 
-def device_facts(trt: ModuleType) -> dict[str, str]:
+class DeviceFacts(TypedDict):
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+
+def device_facts(trt: ModuleType) -> DeviceFacts:
     """What a plan is tied to: the TensorRT version and the GPU model that built it."""
     import torch
 
@@ -126,7 +133,7 @@ def export_tensorrt(run: str | Path | None = None, *, task: str, head: str = DEF
         write_export_manifest(tmp, replace(
             source.manifest, format="tensorrt", **facts, tf32=precision != "fp32",
             source_run=relative_path(source.source_run, destination),
-            profile_ranges=ranges.as_dict(), profiles=profiles,
+            profile_ranges=ranges.as_dict(), profiles=_as_tuples(profiles),
             plans={plan_name(g): f"{ENGINE_SOURCE_DIR}/{g}" for g in graphs},
             source_onnx_sha256={g: sha256_file(source.path / g) for g in graphs},
             tensorrt_compatibility=compatibility))
@@ -153,3 +160,10 @@ def timing_cache_file(timing_cache: Path | None) -> Iterator[Path]:
         cache = Path(folder) / TIMING_CACHE_FILE
         cache.touch()  # an empty cache to start from (a missing file would be warned about)
         yield cache
+
+
+def _as_tuples(
+        profiles: dict[str, dict[str, dict[str, list[int]]]]) -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
+    """The manifest's form of `graph_profiles` (shapes as tuples, as reading the manifest gives them)."""
+    return {graph: {name: {key: tuple(shape) for key, shape in ranges.items()} for name, ranges in inputs.items()}
+            for graph, inputs in profiles.items()}

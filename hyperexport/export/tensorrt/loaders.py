@@ -127,7 +127,8 @@ class _ErrorRecorder(logging.Handler):
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
-        self.prefix, self.errors = prefix, []
+        self.prefix = prefix
+        self.errors: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.CRITICAL:

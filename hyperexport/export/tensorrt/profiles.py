@@ -57,7 +57,8 @@ def parse_range(text: str, flag: str) -> Range:
     if low < 1:
         raise UserError(f"{flag} '{text}': min must be at least 1")
     if not low <= opt <= high:
-        raise UserError(f"{flag} '{text}': need min <= opt <= max, e.g. {flag} {low}:{max(low, min(opt, high))}:{max(low, high)}")
+        raise UserError(f"{flag} '{text}': need min <= opt <= max, e.g. "
+                        f"{flag} {low}:{max(low, min(opt, high))}:{max(low, high)}")
     if high > MAX_DIMENSION:
         raise UserError(f"{flag} '{text}': max {high} is above {MAX_DIMENSION}")
     return Range(low, opt, high)
@@ -71,7 +72,7 @@ class ShapeRanges:
     seq: Range
 
     @classmethod
-    def from_flags(cls, batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ) -> "ShapeRanges":
+    def from_flags(cls, batch: str = DEFAULT_BATCH, seq: str = DEFAULT_SEQ) -> ShapeRanges:
         ranges = cls(parse_range(batch, "--batch"), parse_range(seq, "--seq"))
         if ranges.seq.max < 2:
             raise UserError(f"--seq '{seq}': max must be at least 2 (one source token and </s>; "
@@ -96,7 +97,7 @@ class ShapeRanges:
 def input_profile(shape: list, ranges: ShapeRanges, where: str) -> dict[str, list[int]]:
     """min/opt/max shapes of one input whose io-spec shape mixes numbers and axis names."""
     axes = ranges.axes()
-    rows = {"min": [], "opt": [], "max": []}
+    rows: dict[str, list[int]] = {"min": [], "opt": [], "max": []}
     for dim in shape:
         if isinstance(dim, int) and dim > 0:
             fixed = Range(dim, dim, dim)
