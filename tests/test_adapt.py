@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -37,14 +36,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A trained tiny run with rte materialized, and held-out scitail data (shots file, eval file)."""
-    from hyperexport.materialize import materialize
-    from hyperexport.training.loop import train
-
+def trained(tiny_rte, tmp_path_factory):
+    """A trained tiny run with rte materialized (the session's, only read: tests adapt a copy), and
+    held-out scitail data (shots file, eval file)."""
     root = tmp_path_factory.mktemp("adapt")
-    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, tasks=["rte"])
+    run = tiny_rte.run
     data = write_jsonl(root / "scitail.jsonl", demo_examples("scitail", "train", 24, 0))
     eval_data = write_jsonl(root / "scitail-eval.jsonl", demo_examples("scitail", "validation", 12, 0))
     return run, data, eval_data

@@ -24,11 +24,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from hyperexport.recipe.load import load_recipe
-    from hyperexport.training.loop import train
-
-    return train(load_recipe(TINY_RECIPE), output=tmp_path_factory.mktemp("bench") / "runs" / "tiny", progress_bar=False)
+def tiny_run(tiny_rte):
+    return tiny_rte.run  # only read: bench builds its variants in a temporary folder
 
 
 def test_bench_measures_every_variant_head_and_batch(tiny_run):

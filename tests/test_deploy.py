@@ -17,7 +17,6 @@ import pytest
 from hyperexport.contracts.export import IoSpec
 from hyperexport.contracts.task import TaskFacts
 import torch
-from conftest import tiny_rte_export
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -38,9 +37,10 @@ EXAMPLES = [{"sentence1": "the red fox runs on the hill", "sentence2": "the fox 
 
 
 @pytest.fixture(scope="module")
-def verified(tmp_path_factory):
+def verified(tiny_rte, tmp_path_factory):
     """The tiny rte export (both heads) with a passing parity report."""
-    run, folder = tiny_rte_export(tmp_path_factory.mktemp("deploy"))
+    copy = tiny_rte.copy_to(tmp_path_factory.mktemp("deploy"))
+    run, folder = copy.run, copy.export
     assert verify(folder, max_examples=8)["passed"]
     return run, folder
 

@@ -41,22 +41,22 @@ def invoke(*args) -> object:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_rte, tmp_path_factory):
     """A tiny run (every task materialized), its rte+sst2 export through the CLI, rte's single-task export,
     a run on another backbone (t5-demo) with mrpc materialized, and a run `adapt` grew by a 3-label task."""
-    from hyperexport.export.onnx import export_onnx
     from hyperexport.materialize import materialize
     from hyperexport.recipe.load import load_recipe
     from hyperexport.training.adapt import adapt
     from hyperexport.training.loop import train
 
     root = tmp_path_factory.mktemp("multitask")
-    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run)
+    tree = tiny_rte.copy_to(root)  # rte materialized and exported (both heads, fp32): the single-task export
+    run = tree.run
+    materialize(run, tasks=["sst2", "mrpc"])
     export = root / "exports" / "multitask" / "onnx"
     result = invoke("export", "--run", run, "--tasks", "rte,sst2", "--output", export)
     assert result.exit_code == 0, result.output
-    single = export_onnx(run, task="rte", output=root / "exports" / "rte" / "onnx")
+    single = tree.export
     (root / "demo.yaml").write_text(TINY_RECIPE.read_text().replace("config: t5-test ", "config: t5-demo ")
                                     .replace("max_steps: 8", "max_steps: 1"))
     other = train(load_recipe(root / "demo.yaml"), output=root / "runs" / "other", progress_bar=False)

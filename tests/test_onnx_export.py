@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY_RECIPE, tiny_rte_export
+from conftest import TINY_RECIPE
 
 from hyperexport.contracts import manifest as sealing
 from hyperexport.data.collate import collate
@@ -30,8 +30,8 @@ ATOL_FP32 = 1e-4  # the issue's fp32 bound for logits and scores
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("onnx"))
+def exported(tiny_rte):
+    return tiny_rte.run, tiny_rte.export  # only read
 
 
 @pytest.fixture(scope="module")

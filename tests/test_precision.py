@@ -7,7 +7,7 @@ import json
 import onnx
 import pytest
 import torch
-from conftest import tiny_rte_export, tiny_t5
+from conftest import tiny_t5
 from typer.testing import CliRunner
 
 from hyperexport.fold import AdaptedFeedForward, load_folded_task
@@ -21,8 +21,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("precision"))
+def exported(tiny_rte, tmp_path_factory):
+    copy = tiny_rte.copy_to(tmp_path_factory.mktemp("precision"))
+    return copy.run, copy.export
 
 
 @torch.no_grad()

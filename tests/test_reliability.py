@@ -18,14 +18,13 @@ from typing import Callable
 
 import pytest
 import torch
-from conftest import TINY_RECIPE, reseal
+from conftest import TINY_RECIPE, TinyTree, reseal
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.interop.hyperformer import import_hyperformer
-from hyperexport.materialize import materialize
 from hyperexport.export.onnx import export_onnx
 from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
@@ -46,12 +45,11 @@ def tiny_text(*replacements: tuple[str, str]) -> str:
     return text
 
 
-def build_world(root: Path) -> dict[str, Path]:
-    """A finished tiny run with rte materialized and exported (classify head), a resumable unfinished
-    run, and a finished run on another backbone (t5-demo)."""
+def build_world(tiny: TinyTree, root: Path) -> dict[str, Path]:
+    """A finished tiny run with rte materialized (a copy of the session's) and exported (classify head),
+    a resumable unfinished run, and a finished run on another backbone (t5-demo)."""
     recipe = load_recipe(TINY_RECIPE)
-    run = train(recipe, output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, tasks=["rte"])
+    run = tiny.copy_run_to(root / "runs" / "tiny")
     export = export_onnx(run, task="rte", head="classify", output=root / "exports" / "rte")
     partial = train(recipe, output=root / "unfinished" / "tiny", stop_after=4, progress_bar=False)
     (root / "demo.yaml").write_text(tiny_text(("config: t5-test ", "config: t5-demo "), ("max_steps: 8", "max_steps: 1")))
@@ -60,8 +58,8 @@ def build_world(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("world"))
+def world(tiny_rte, tmp_path_factory):
+    return build_world(tiny_rte, tmp_path_factory.mktemp("world"))
 
 
 # ---- setups: each prepares files in the test's own folder (the working directory) ---------------

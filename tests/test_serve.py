@@ -31,8 +31,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return verified_tiny_export(tmp_path_factory.mktemp("served"))
+def export(tiny_rte, tmp_path_factory):
+    return verified_tiny_export(tiny_rte, tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture(scope="module")

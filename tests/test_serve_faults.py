@@ -25,8 +25,8 @@ PAYLOADS = text_payloads([json.dumps(example) for example in SHORT_RTE_EXAMPLES]
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return verified_tiny_export(tmp_path_factory.mktemp("faults"))
+def export(tiny_rte, tmp_path_factory):
+    return verified_tiny_export(tiny_rte, tmp_path_factory.mktemp("faults"))
 
 
 def in_background(*args) -> tuple[threading.Thread, list[LoadResult]]:

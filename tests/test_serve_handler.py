@@ -25,8 +25,8 @@ from hyperexport.serve.triton_config import config_text, python_model_config
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return verified_tiny_export(tmp_path_factory.mktemp("handler"))
+def export(tiny_rte, tmp_path_factory):
+    return verified_tiny_export(tiny_rte, tmp_path_factory.mktemp("handler"))
 
 
 def texts(*values: str | bytes) -> dict[str, np.ndarray]:

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_rte_export
 from typer.testing import CliRunner
 
 from hyperexport.contracts.export import ExportFolder, GenerationIds
@@ -177,7 +176,7 @@ def test_host_outputs_are_numpy_arrays_of_their_own_and_bf16_comes_back_exactly(
 
 
 @pytest.fixture(scope="module")
-def engine_folder_without_plans(tmp_path_factory):
+def engine_folder_without_plans(tiny_rte_three_graphs, tmp_path_factory):
     """An engine folder as `export --format tensorrt` lays it out, minus the plans (they need a GPU):
     the source ONNX export under onnx/, the task files, and a manifest written by hand."""
     import shutil
@@ -187,7 +186,8 @@ def engine_folder_without_plans(tmp_path_factory):
     from hyperexport.export.tensorrt.profiles import ShapeRanges, graph_profiles
 
     root = tmp_path_factory.mktemp("engine-folder")
-    run, onnx_folder = tiny_rte_export(root, store_once=False)  # the layout engines are built from
+    copy = tiny_rte_three_graphs.copy_to(root)  # the layout engines are built from
+    run, onnx_folder = copy.run, copy.export
     folder = root / "exports" / "rte" / "tensorrt"
     shutil.copytree(onnx_folder, folder / "onnx")
     for name in ("task.json", "io_spec.json", "config.json", "tokenizer"):
@@ -291,11 +291,12 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
 
 # ---- on an NVIDIA GPU with tensorrt ----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
+def engines(tiny_rte, tmp_path_factory):
     from hyperexport.export.tensorrt.build import export_tensorrt
 
     root = tmp_path_factory.mktemp("engines")
-    run, onnx_folder = tiny_rte_export(root)
+    copy = tiny_rte.copy_to(root)
+    run, onnx_folder = copy.run, copy.export
     cache = root / "caches" / "trt-timing.cache"  # shared by both builds, as with --timing-cache
     built = {precision: export_tensorrt(run, task="rte", precision=precision, batch="1:4:16", seq="2:32:64",
                                         output=root / "exports" / "rte" / f"tensorrt-{precision}", progress=False,

@@ -10,7 +10,6 @@ import onnx
 import pytest
 
 from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
-from conftest import tiny_rte_export
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -21,8 +20,8 @@ from hyperexport.export.tensorrt.profiles import Range, ShapeRanges, check_task_
 
 
 @pytest.fixture(scope="module")
-def run_and_export(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("trt"))
+def run_and_export(tiny_rte):
+    return tiny_rte.run, tiny_rte.export  # only read
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +30,9 @@ def exported(run_and_export):
 
 
 @pytest.fixture(scope="module")
-def three_graphs(run_and_export, tmp_path_factory):
+def three_graphs(tiny_rte_three_graphs):
     """What `export --format tensorrt` builds engines from: optimum's three generate graphs."""
-    from hyperexport.export.onnx import export_onnx
-
-    return export_onnx(run_and_export[0], task="rte", head="both", store_once=False,
-                       output=tmp_path_factory.mktemp("three") / "onnx")
+    return tiny_rte_three_graphs.export  # only read
 
 
 # ---- profiles -------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_rte_export
 
 from hyperexport.contracts.export import IoSpec
 from hyperexport.contracts.names import plan_name
@@ -34,9 +33,9 @@ MISSING = _missing()
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
+def graphs(tiny_rte_three_graphs):
     """(the tiny rte ONNX export, its io spec, the profiles of --batch 1:4:16 --seq 2:32:64)."""
-    _, folder = tiny_rte_export(tmp_path_factory.mktemp("loaders"), store_once=False)  # what engines build from
+    folder = tiny_rte_three_graphs.export  # what engines build from; only read
     spec = IoSpec.read(folder)
     return folder, spec, graph_profiles(spec, ShapeRanges.from_flags("1:4:16", "2:32:64"))
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
-from conftest import reseal, tiny_rte_export
+from conftest import reseal
 from typer.testing import CliRunner
 
 from hyperexport.contracts import manifest as sealing
@@ -20,8 +20,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("verify"))
+def exported(tiny_rte, tmp_path_factory):
+    copy = tiny_rte.copy_to(tmp_path_factory.mktemp("verify"))  # verify writes its report into the export
+    return copy.run, copy.export
 
 
 def test_verify_passes_and_writes_the_report(exported):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
 from hyperexport.bench.bandwidth import bound_ms, read_bandwidth
@@ -27,14 +26,9 @@ from hyperexport_cli.main import app
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    from hyperexport.materialize import materialize
-    from hyperexport.recipe.load import load_recipe
-    from hyperexport.training.loop import train
-
+def exports(tiny_rte, tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
-    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, tasks=["rte"])
+    run = tiny_rte.copy_to(root).run  # these exports record their run beside them
     return {precision: export_onnx(run, task="rte", head="both", precision=precision, generate_graph=True,
                                    output=root / precision) for precision in ("fp32", "int8")}
 
