@@ -320,7 +320,7 @@ CASES = [
          "task 'cola' is not in the run tiny: its tasks are rte, sst2, mrpc"),
     Case("bench-tensorrt-not-engines", ["bench", "--run", "{run}", "--task", "rte", "--tensorrt", "{export}"],
          "{export} is an ONNX export, not TensorRT engines: run `hyperexport export --task <task> --format tensorrt`"),
-    # adapt (bad data files and requests: tests/test_adapt.py)
+    # adapt (bad data files and requests: tests/training/test_adapt.py)
     Case("adapt-no-data", ["adapt", "{run}", "--task", "scitail"],
          "missing option '--data'"),
     Case("no-latest-adapt", ["adapt", "--task", "scitail", "--data", "rows.jsonl"],
@@ -338,7 +338,7 @@ CASES = [
          "run imported has no tokenizer (it was imported without one), which adapt needs for the examples' text: "
          "import the checkpoint again with --tokenizer",
          lambda world, tmp: (scitail_rows(8)(world, tmp), import_hyperformer(CHECKPOINT, output=tmp / "imported"))),
-    # import-hyperformer (unknown and missing keys: tests/test_import_hyperformer.py)
+    # import-hyperformer (unknown and missing keys: tests/interop/test_import_hyperformer.py)
     Case("import-no-checkpoint", ["import-hyperformer", "no/such"],
          "no checkpoint folder at no/such: pass the original's output_dir"),
     Case("output-exists-import", ["import-hyperformer", "{checkpoint}", "--output", "runs/imported"],

@@ -34,7 +34,7 @@ from hyperexport.tasks.registry import get_task
 from hyperexport.training.task_data import load_task_data
 from hyperexport_cli.main import app
 
-TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
+TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"
 RTE_TEMPLATE, SST2_TEMPLATE = get_task("rte").template, get_task("sst2").template
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from hyperexport.runtime.predict import predict
 from hyperexport.serve.remote import predict_remote
 from hyperexport_cli.main import app
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 GOOD = json.dumps(SHORT_RTE_EXAMPLES[0])
 runner = CliRunner()
 

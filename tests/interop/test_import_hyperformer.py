@@ -19,7 +19,7 @@ from hyperexport.model.adapter import STACKS
 from hyperexport.model.trained import load_run
 from hyperexport_cli.main import app
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hyperformer"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "hyperformer"
 VARIANTS = {"hyperformer++": "hyperformer++", "hyperformer": "hyperformer-layer",
             "meta-adapter": "hyperformer", "adapters": "adapters"}  # fixture folder -> our variant
 TOLERANCE = 2e-5
