@@ -153,7 +153,8 @@ def verified_tiny_export(tree: TinyTree, root: Path) -> Path:
 
 # rte examples short enough for the tiny recipe's max_source_length (64 byte tokens, template included)
 SHORT_RTE_EXAMPLES = [{"sentence1": f"a {word} fox", "sentence2": f"a {other}"}
-                      for word, other in (("red", "cat"), ("big", "fox"), ("old", "dog"), ("shy", "fox"), ("sly", "hen"))]
+                      for word, other in (("red", "cat"), ("big", "fox"), ("old", "dog"), ("shy", "fox"),
+                                                ("sly", "hen"))]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import model_config, tiny_t5
 
+from conftest import model_config, tiny_t5
 from hyperexport.errors import UserError
 from hyperexport.fold import AdaptedAttention, AdaptedFeedForward, fold_task
 from hyperexport.materialize import task_tensors

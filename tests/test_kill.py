@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx

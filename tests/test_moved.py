@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 from conftest import TinyTree
-
 from hyperexport.runtime.predict import predict
 from hyperexport.verify.parity import verify
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RECIPE, reseal
 
+from conftest import TINY_RECIPE, reseal
 from hyperexport.contracts import names
 from hyperexport.errors import UserError
 from hyperexport.recipe.load import load_recipe

@@ -9,9 +9,9 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_RECIPE
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE
 from hyperexport.bench import peers
 from hyperexport.bench.goals import TARGETS, goals
 from hyperexport.bench.inference import HEADS, RATIOS, VARIANTS, bench, ratios
@@ -80,6 +80,7 @@ def test_bench_reports_decode_steps_sizes_agreement_and_goals(tiny_run):
     assert report["goals"]["ort_int8_vs_ctranslate2_int8_b1"]["met"] is None  # no peers in this run
 
 
+@pytest.mark.slow  # CTranslate2 and PyTorch eager each in a process of its own
 def test_bench_peers_run_each_runtime_in_its_process_and_agree(tiny_run):
     report = bench(tiny_run, task="rte", batches=(1,), seq=8, rounds=1, threads=1, heads=("generate",),
                    progress_bar=False, peers=True)
@@ -152,7 +153,8 @@ def test_bench_cli_json_with_a_random_backbone_shape(tmp_path):
     (["--backbone", "t5-huge"], "unknown backbone 't5-huge': use one of"),
     (["--head", "score"], "unknown head 'score': use classify or generate"),
     (["--task", "qqp", "--backbone", "t5-test"], "task 'qqp' is not in the recipe"),
-    (["--train", "--rounds", "0", "--backbone", "t5-test"], "invalid value for '--rounds': input should be greater than or equal to 1"),
+    (["--train", "--rounds", "0", "--backbone", "t5-test"],
+     "invalid value for '--rounds': input should be greater than or equal to 1"),
     (["--peers", "--head", "classify", "--backbone", "t5-test"],
      "--peers compares generation: add the generate head (--head generate)"),
 ])
@@ -167,4 +169,5 @@ def test_bench_peers_without_ctranslate2_is_one_line_before_any_work(monkeypatch
     monkeypatch.setattr("hyperexport.bench.inference.load_subject", lambda *a: pytest.fail("slow work began"))
     result = runner.invoke(app, ["bench", "--task", "rte", "--backbone", "t5-test", "--peers"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "--peers needs CTranslate2, which is not installed here: pip install -e '.[peers]' (ctranslate2)" in result.stderr
+    assert ("--peers needs CTranslate2, which is not installed here: pip install -e '.[peers]' (ctranslate2)"
+            in result.stderr)

@@ -12,8 +12,7 @@ import sys
 import pytest
 
 from hyperexport.contracts import manifest as sealing
-from hyperexport.contracts import names
-from hyperexport.contracts import publish
+from hyperexport.contracts import names, publish
 from hyperexport.errors import UserError
 
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TINY_RECIPE, reseal
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from conftest import TINY_RECIPE, reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.contracts.export import ExportFolder, GenerationIds, IoSpec
@@ -25,8 +25,8 @@ from hyperexport.contracts.fields import to_json
 from hyperexport.contracts.task import TaskFolder
 from hyperexport.export.task_tables import LABEL_TABLE, TABLE_PREFIX, read_tables, write_tables
 from hyperexport.export.tensorrt.compat import check_export
-from hyperexport.export.weights import ALIGNMENT, weight_bytes
 from hyperexport.export.tensorrt.profiles import ShapeRanges
+from hyperexport.export.weights import ALIGNMENT, weight_bytes
 from hyperexport.runtime.backends import OnnxRuntimeBackend
 from hyperexport.runtime.generation import greedy_generate
 from hyperexport_cli.main import app
@@ -64,7 +64,8 @@ def world(tiny_rte, tmp_path_factory):
     rows = [{"text": f"word{i % 3} and more words {i}", "label": str(i % 3)} for i in range(12)]
     (root / "topic.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     adapted = root / "runs" / "adapted"
-    adapt(run, task="topic", data=root / "topic.jsonl", template="sentence: {text}", labels=["0", "1", "2"], shots=6, steps=2,
+    adapt(run, task="topic", data=root / "topic.jsonl", template="sentence: {text}", labels=["0", "1", "2"], shots=6,
+          steps=2,
           output=adapted, progress_bar=False)
     materialize(adapted, tasks=["topic"])
     return {"run": run, "export": export, "single": single, "other": other, "adapted": adapted}
@@ -195,10 +196,10 @@ def test_predict_rows_name_their_task_or_take_task(world, tmp_path):
 
 
 def test_deploy_serves_every_task_from_one_model_per_graph(world, tmp_path, export_copy):
-    from hyperexport.serve.client import TritonBackend, deployed_backend, run_deployed
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
+    from hyperexport.serve.client import TritonBackend, deployed_backend, run_deployed
     from hyperexport.serve.triton_config import check_model_config
 
     export = export_copy
@@ -271,7 +272,8 @@ def test_an_added_task_changes_only_the_tables_and_no_other_output(world, tmp_pa
     labels = label_token_ids(load_tokenizer(str(export / names.TOKENIZER_DIR)), facts.labels)
     feeds = batch([3] * 4)
     with torch.no_grad():
-        expected = LabelScorer(model, labels)(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+        expected = LabelScorer(model, labels)(torch.from_numpy(feeds["input_ids"]),
+                                              torch.from_numpy(feeds["attention_mask"]))
     np.testing.assert_allclose(topic, expected.numpy(), atol=1e-4)
     assert not (export / names.PARITY_REPORT_FILE).exists()
 

@@ -12,10 +12,9 @@ from hyperexport.bench.bandwidth import bound_ms, read_bandwidth
 from hyperexport.bench.decode import StepTimer, step_bytes, weight_read_bytes
 from hyperexport.bench.variants import NumpyPast
 from hyperexport.contracts.export import GenerationIds
-from hyperexport.contracts.names import (DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH, GENERATE_MODEL_GRAPH,
-                                         GRAPH_WEIGHTS_FILE)
-from hyperexport.export.onnx import export_onnx
+from hyperexport.contracts.names import DECODER_WITH_PAST_GRAPH, ENCODER_GRAPH, GENERATE_MODEL_GRAPH, GRAPH_WEIGHTS_FILE
 from hyperexport.export.block_int8 import MIN_VALUES, TABLE_BLOCKS, TABLE_U8
+from hyperexport.export.onnx import export_onnx
 from hyperexport.export.tensorrt.compat import check_export
 from hyperexport.export.tensorrt.profiles import ShapeRanges
 from hyperexport.export.tied_embedding import TIED_TABLE
@@ -151,7 +150,8 @@ def test_verify_holds_for_the_one_decoder_export_and_its_one_graph_generator(exp
 
     report = verify(exports[precision], max_examples=16)
     assert report["passed"], [c for c in report["comparisons"] if not c["passed"]]
-    assert {c["runner"] for c in report["comparisons"] if c["output"] == "tokens"} >= {"onnxruntime", GENERATE_GRAPH_RUNNER}
+    assert {c["runner"] for c in report["comparisons"] if c["output"] == "tokens"} >= {"onnxruntime",
+                                                                                       GENERATE_GRAPH_RUNNER}
 
 
 def test_large_weights_go_to_int8_blocks_and_small_ones_stay_fp32():
@@ -164,11 +164,13 @@ def test_large_weights_go_to_int8_blocks_and_small_ones_stay_fp32():
     large, small = (generator.standard_normal(shape).astype(np.float32) for shape in ((512, 256), (256, 64)))
     value = helper.make_tensor_value_info
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "large"], ["h"], name="large"), helper.make_node("MatMul", ["h", "small"], ["y"])],
+        [helper.make_node("MatMul", ["x", "large"], ["h"], name="large"), helper.make_node("MatMul", ["h", "small"],
+                                                                                           ["y"])],
         "g", [value("x", 1, ["n", 512])], [value("y", 1, ["n", 64])],
         [numpy_helper.from_array(large, "large"), numpy_helper.from_array(small, "small")])
     assert matmuls_to_blocks(graph) == 1 and [n.op_type for n in graph.node] == ["MatMulNBits", "MatMul"]
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft",
+                                                                                                     1)])
     x = generator.standard_normal((3, 512)).astype(np.float32)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     expected = x @ large @ small

@@ -8,8 +8,16 @@ from hypothesis import strategies as st
 
 import hyperexport
 from hyperexport.errors import UserError
-from hyperexport.recipe.schema import DEFAULT_RECIPE, BackboneConfig, DataConfig, ModelConfig, Recipe, TaskConfig, TrainConfig
 from hyperexport.recipe.load import load_recipe, recipe_from_dict, recipe_to_dict
+from hyperexport.recipe.schema import (
+    DEFAULT_RECIPE,
+    BackboneConfig,
+    DataConfig,
+    ModelConfig,
+    Recipe,
+    TaskConfig,
+    TrainConfig,
+)
 from hyperexport.tasks.registry import GLUE_TASKS
 
 ROOT = Path(__file__).resolve().parents[2]

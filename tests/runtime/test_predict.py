@@ -14,22 +14,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from conftest import reseal
 from typer.testing import CliRunner
 
+from conftest import reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
+from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.data.collate import collate
 from hyperexport.data.splits import task_split
 from hyperexport.errors import UserError
-from hyperexport.materialize import materialize
-from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.export.classify import label_token_ids
 from hyperexport.export.onnx import export_onnx
+from hyperexport.materialize import materialize
+from hyperexport.model.trained import load_run
 from hyperexport.runtime.examples import read_examples
 from hyperexport.runtime.heads import label_results
 from hyperexport.runtime.predict import predict
-from hyperexport.model.trained import load_run
 from hyperexport.tasks.registry import get_task
 from hyperexport.training.task_data import load_task_data
 from hyperexport_cli.main import app

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.contracts.run import RunFolder
+from hyperexport.data.demo import demo_examples
+from hyperexport.recipe.load import load_recipe
+from hyperexport.tasks.registry import get_task
 from hyperexport.training.accelerator import accelerator_for
 from hyperexport.training.adapt import adapt
 from hyperexport.training.adapt_loop import train_steps
 from hyperexport.training.adapt_model import EMBEDDING_KEY, RunToAdapt, adaptation_model, set_trainable
 from hyperexport.training.few_shot import few_shot_indices
-from hyperexport.data.demo import demo_examples
-from hyperexport.recipe.load import load_recipe
-from hyperexport.tasks.registry import get_task
 from hyperexport_cli.main import app
 
 runner = CliRunner()
@@ -161,7 +161,8 @@ def test_a_custom_csv_task_with_tune_hypernet_writes_a_new_run(run_copy, tmp_pat
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("generators."))
     assert not (new_run / "tasks").exists()  # the old run's materialized adapters would be stale
     task = load_recipe(new_run / names.RECIPE_FILE).tasks[-1]
-    assert (task.name, task.template, task.labels, task.label_field) == ("mood", "review: {text}", ("no", "yes"), "mood")
+    assert (task.name, task.template, task.labels, task.label_field) == ("mood", "review: {text}", ("no", "yes"),
+                                                                         "mood")
     assert Path(task.path) == new_run / "data" / "mood"
     assert len((new_run / "data" / "mood" / "train.jsonl").read_text().splitlines()) == 6
 
@@ -228,9 +229,11 @@ BAD_REQUESTS = {  # test id (named in docs/reliability.md) -> (arguments, the wh
     "built-in-with-paper-splits": (["--task", "cola"],
                                    "built-in task 'cola' cuts its splits by the paper's protocol: adapt it under a "
                                    "custom name with --template and --labels"),
-    "too-many-shots": (["--task", "scitail", "--shots", 500], "--shots 500 but --data has 24 examples: ask for fewer shots"),
+    "too-many-shots": (["--task", "scitail", "--shots", 500],
+                       "--shots 500 but --data has 24 examples: ask for fewer shots"),
     "invalid-name": (["--task", "bad/name", "--template", "t: {text}", "--labels", "0,1"], "is not a valid name"),
-    "unknown-device": (["--task", "scitail", "--device", "tpu"], "invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
+    "unknown-device": (["--task", "scitail", "--device", "tpu"],
+                       "invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
 }
 
 
@@ -300,4 +303,5 @@ def test_init_from_auto_scores_each_trained_embedding_on_the_shots(trained):
     assert len(set(losses.values())) == 3  # each row gives its own loss
     swapped = dict(tensors, **{EMBEDDING_KEY: tensors[EMBEDDING_KEY][[1, 0, 2]]})  # rte's and sst2's rows swapped
     _, swapped_losses = nearest_task(dataclasses.replace(base, trained=swapped), shots)
-    assert swapped_losses["rte"] == pytest.approx(losses["sst2"]) and swapped_losses["sst2"] == pytest.approx(losses["rte"])
+    assert swapped_losses["rte"] == pytest.approx(losses["sst2"])
+    assert swapped_losses["sst2"] == pytest.approx(losses["rte"])

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
-from conftest import reseal
 from typer.testing import CliRunner
 
+from conftest import reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx
@@ -54,7 +54,8 @@ def test_verify_cli_exit_codes(exported, tmp_path):
     assert failed.exit_code == 1, failed.stderr
     report = json.loads(failed.stdout)
     assert not report["passed"]
-    assert any(not c["passed"] and c["runner"] == "onnxruntime" and c["output"] == "logits" for c in report["comparisons"])
+    assert any(not c["passed"] and c["runner"] == "onnxruntime" and c["output"] == "logits"
+               for c in report["comparisons"])
 
 
 def test_verify_refuses_a_tampered_or_missing_export(exported, tmp_path):
@@ -77,7 +78,8 @@ def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
     assert report["precision"] == "int8" and report["passed"]
     onnx_rows = [c for c in report["comparisons"] if c["runner"] == "onnxruntime"]
     assert all(c["tolerance"] == TOLERANCES["int8"][c["output"]] for c in onnx_rows)
-    assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")  # really quantized
+    # really quantized
+    assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")
     folded_rows = [c for c in report["comparisons"] if c["runner"] == "torch_folded"]
     assert all(c["tolerance"] == TOLERANCES["fp32"][c["output"]] for c in folded_rows)
 

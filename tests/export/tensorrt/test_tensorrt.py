@@ -32,7 +32,8 @@ def _missing() -> str | None:
 
 
 MISSING = _missing()
-BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H100 80GB HBM3",
+         "compute_capability": "9.0"}
 
 
 # ---- any machine ----------------------------------------------------------------------------------
@@ -53,7 +54,8 @@ def test_tensorrt_without_polygraphy_names_it(monkeypatch):
     from hyperexport.export.tensorrt.build import require_tensorrt
 
     monkeypatch.setitem(sys.modules, "polygraphy", None)  # as if it were not installed
-    with pytest.raises(UserError, match="TensorRT engines need .*the polygraphy package.*: pip install -e '.\\[gpu\\]'"):
+    with pytest.raises(UserError,
+                       match="TensorRT engines need .*the polygraphy package.*: pip install -e '.\\[gpu\\]'"):
         require_tensorrt()
 
 
@@ -68,7 +70,8 @@ def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
 
 
 def test_a_plan_from_the_same_tensorrt_and_gpu_is_accepted():
-    check_plan_compatible("exports/rte/tensorrt", SimpleNamespace(**BUILT), {k: v for k, v in BUILT.items() if k != "task"})
+    check_plan_compatible("exports/rte/tensorrt", SimpleNamespace(**BUILT),
+                          {k: v for k, v in BUILT.items() if k != "task"})
 
 
 @pytest.mark.parametrize("fact, value", [("tensorrt_version", "11.4.0.106"), ("compute_capability", "8.0"),
@@ -209,7 +212,8 @@ def test_verify_of_an_engine_folder_without_gpu_is_one_line_exit_2_and_writes_no
     assert not (engine_folder_without_plans / "parity_report.json").exists()
 
 
-def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(engine_folder_without_plans):
+def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(
+        engine_folder_without_plans):
     from hyperexport.export.tensorrt.compat import export_compatibility
 
     report = export_compatibility(ExportFolder.open(engine_folder_without_plans))
@@ -267,7 +271,6 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
     import shutil
 
     from conftest import reseal
-
     from hyperexport.contracts.names import plan_name
 
     foreign = tmp_path / "foreign"
@@ -281,7 +284,8 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
         "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
     before = sorted(p.name for p in foreign.iterdir())
     for args in (["predict", str(foreign), '{"sentence1": "a", "sentence2": "b"}'], ["verify", str(foreign)],
-                 ["bench", "--run", str(ExportFolder.open(foreign).source_run), "--task", "rte", "--tensorrt", str(foreign)]):
+                 ["bench", "--run", str(ExportFolder.open(foreign).source_run), "--task", "rte", "--tensorrt",
+                  str(foreign)]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, (args, result.output, result.exception)
         assert result.stderr.strip() == "error: " + FOREIGN_PLAN.replace("{tmp}", str(tmp_path)), args
@@ -342,7 +346,8 @@ def test_the_backend_runs_each_plan_like_onnx_runtime_runs_its_graph(engines):
             np.testing.assert_allclose(engine.infer(graph, feeds)[output], reference.infer(graph, feeds)[output],
                                        rtol=0, atol=1e-3)
         with pytest.raises(UserError, match="outside the engine's profile"):
-            engine.infer(CLASSIFY_GRAPH, {name: np.repeat(array, 4, axis=0) for name, array in feeds.items()})  # 20 rows
+            engine.infer(CLASSIFY_GRAPH,
+                         {name: np.repeat(array, 4, axis=0) for name, array in feeds.items()})  # 20 rows
 
 
 @pytest.mark.gpu
@@ -368,7 +373,8 @@ def test_engine_predictions_equal_onnx_runtimes_and_a_foreign_plan_is_refused(en
 
     _, onnx_folder, built = engines
     examples = [{"sentence1": "a cat sings", "sentence2": "a cat"}, {"sentence1": "x y", "sentence2": "z"}]
-    assert [r["label"] for r in predict(built["fp32"], examples)] == [r["label"] for r in predict(onnx_folder, examples)]
+    expected = [r["label"] for r in predict(onnx_folder, examples)]
+    assert [r["label"] for r in predict(built["fp32"], examples)] == expected
     foreign = tmp_path / "foreign"
     shutil.copytree(built["fp32"], foreign)
     manifest = json.loads((foreign / "manifest.json").read_text())

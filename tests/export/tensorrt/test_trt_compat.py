@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-
 import onnx
 import pytest
-
-from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
 from hyperexport.errors import UserError
-from hyperexport.export.tensorrt.compat import check_export, check_graph, operator_lists, require_compatible, target_version
+from hyperexport.export.tensorrt.compat import (
+    check_export,
+    check_graph,
+    operator_lists,
+    require_compatible,
+    target_version,
+)
 from hyperexport.export.tensorrt.profiles import Range, ShapeRanges, check_task_fits, graph_profiles, parse_range
 
 
@@ -91,7 +95,8 @@ def test_the_seq_range_must_fit_the_tasks_sources_and_generations():
     with pytest.raises(UserError, match="--seq max 48 is below the task's max_source_length 64: use --seq 1:32:64"):
         check_task_fits(ShapeRanges.from_flags("1:8:32", "1:32:48"), facts)
     with pytest.raises(UserError, match="leaves no room for 8 generated tokens: raise it to at least 9"):
-        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"), SimpleNamespace(max_source_length=4, max_new_tokens=8))
+        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"),
+                        SimpleNamespace(max_source_length=4, max_new_tokens=8))
 
 
 def test_an_axis_no_flag_covers_is_refused():
@@ -154,7 +159,8 @@ def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(bf16_export):
     types = {t.name: model_config_pb2.DataType.Name(t.data_type) for t in config.input}
     assert {types[i.name] for i in past.inputs if i.name.startswith("past_key_values.")} == {"TYPE_BF16"}
     assert types["input_ids"] == "TYPE_INT64" and "data_type: TYPE_BF16" in config_text(config)
-    assert check_model_config(config, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
+    assert check_model_config(config, "rte_decoder_with_past", past, "decoder_with_past_model.onnx",
+                              "tensorrt", 8) == []
 
 
 def test_the_engine_runner_feeds_bf16_graphs_bfloat16_and_answers_in_float32(bf16_export):
