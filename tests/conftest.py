@@ -1,14 +1,20 @@
-"""Shared fixtures: tiny seeded T5 backbones built from configs (no downloads)."""
+"""Shared fixtures: tiny seeded T5 backbones built from configs (no downloads), and the tiny recipe trained
+and exported once per session (`tiny_rte`) for the modules that need a trained run."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
+from hyperexport.contracts import names
 from hyperexport.recipe.schema import ModelConfig
 
 # Tests run two pytest workers on two cores: one thread each, inherited by CLI subprocesses too.
@@ -51,7 +57,8 @@ TINY_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 
 def tiny_rte_export(root: Path, store_once: bool = True) -> tuple[Path, Path]:
     """Train the tiny recipe under `root`, materialize rte and export both heads: (run, export folder).
-    `store_once=False`: optimum's three generate graphs, the layout TensorRT engines are built from."""
+    `store_once=False`: optimum's three generate graphs, the layout TensorRT engines are built from.
+    Tests take the session's tree (`tiny_rte` fixture) instead; this builds it."""
     from hyperexport.export.onnx import export_onnx
     from hyperexport.materialize import materialize
     from hyperexport.recipe.load import load_recipe
@@ -63,31 +70,91 @@ def tiny_rte_export(root: Path, store_once: bool = True) -> tuple[Path, Path]:
                             store_once=store_once)
 
 
+@dataclass(frozen=True)
+class TinyTree:
+    """A folder as `tiny_rte_export` lays it out: runs/tiny (rte materialized, runs/latest beside it) and
+    exports/rte/onnx (both heads). Manifests hold relative paths, so a copy of the whole tree works."""
+
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "runs" / "tiny"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "exports" / "rte" / "onnx"
+
+    def copy_to(self, root: Path) -> TinyTree:
+        """A copy under `root` (created; may exist empty) to change at will: (run, export) via the result."""
+        shutil.copytree(self.root, root, symlinks=True, dirs_exist_ok=True)
+        return TinyTree(root)
+
+    def copy_run_to(self, run: Path, tasks: bool = True) -> Path:
+        """A copy of the run alone at `run`; `tasks=False`: as training left it, nothing materialized."""
+        shutil.copytree(self.run, run, ignore=None if tasks else shutil.ignore_patterns(names.TASKS_DIR))
+        return run
+
+
+@contextmanager
+def _shared(root: Path) -> Iterator[TinyTree]:
+    """Yield the tree at `root` to share read-only; at the end, fail if any test wrote into it."""
+    before = tree_digest(root)
+    yield TinyTree(root)
+    assert tree_digest(root) == before, f"a test wrote into the shared tree {root}: copy it (TinyTree.copy_to)"
+
+
+@pytest.fixture(scope="session")
+def tiny_rte(tmp_path_factory) -> Iterator[TinyTree]:
+    """The tiny recipe trained once per session (per xdist worker), rte materialized, both heads exported
+    (store_once). Shared: read it, or `copy_to` a folder of the test's own to change anything."""
+    root = tmp_path_factory.mktemp("tiny-rte")
+    tiny_rte_export(root)
+    with _shared(root) as tree:
+        yield tree
+
+
+@pytest.fixture(scope="session")
+def tiny_rte_three_graphs(tiny_rte, tmp_path_factory) -> Iterator[TinyTree]:
+    """The session's tiny run copied, its rte exported with optimum's three generate graphs
+    (store_once=False, what TensorRT engines are built from). Shared read-only, like `tiny_rte`."""
+    from hyperexport.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("tiny-rte-three-graphs")
+    tree = TinyTree(root)
+    shutil.copytree(tiny_rte.root / "runs", root / "runs", symlinks=True, dirs_exist_ok=True)
+    export_onnx(tree.run, task="rte", head="both", output=tree.export, store_once=False)
+    with _shared(root) as shared:
+        yield shared
+
+
 def reseal(folder: Path) -> None:
     """Re-hash `folder` into its manifest after a test changed a file on purpose (a run that differs
     from the one an export came from, not tampering)."""
     import json
 
     from hyperexport.contracts import manifest as sealing
-    from hyperexport.contracts import names, publish
+    from hyperexport.contracts import publish
 
     manifest = json.loads((folder / names.MANIFEST_FILE).read_text())
     manifest["files"] = sealing.sealed_files(folder, manifest["stage"])
     publish.write_json(folder / names.MANIFEST_FILE, manifest)
 
 
-def verified_tiny_export(root: Path) -> Path:
-    """`tiny_rte_export` with a passed parity report (what `serve` and `deploy` accept)."""
+def verified_tiny_export(tree: TinyTree, root: Path) -> Path:
+    """A copy of the session's tiny tree under `root` with a passed parity report on its export (what
+    `serve` and `deploy` accept)."""
     from hyperexport.verify.parity import verify
 
-    _, export = tiny_rte_export(root)
+    export = tree.copy_to(root).export
     assert verify(export, max_examples=8)["passed"]
     return export
 
 
 # rte examples short enough for the tiny recipe's max_source_length (64 byte tokens, template included)
 SHORT_RTE_EXAMPLES = [{"sentence1": f"a {word} fox", "sentence2": f"a {other}"}
-                      for word, other in (("red", "cat"), ("big", "fox"), ("old", "dog"), ("shy", "fox"), ("sly", "hen"))]
+                      for word, other in (("red", "cat"), ("big", "fox"), ("old", "dog"), ("shy", "fox"),
+                                                ("sly", "hen"))]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

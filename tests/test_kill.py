@@ -27,7 +27,6 @@ from conftest import TINY_RECIPE
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx
-from hyperexport.materialize import materialize
 from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 from hyperexport_cli.main import app
@@ -102,11 +101,8 @@ def test_train_killed_midway_keeps_the_previous_run_and_resumes_bit_for_bit(tmp_
 
 
 @pytest.fixture(scope="module")
-def run_with_rte(tmp_path_factory):
-    run = train(load_recipe(TINY_RECIPE), output=tmp_path_factory.mktemp("killrun") / "runs" / "tiny",
-                progress_bar=False)
-    materialize(run, tasks=["rte"])
-    return run
+def run_with_rte(tiny_rte, tmp_path_factory):
+    return tiny_rte.copy_to(tmp_path_factory.mktemp("killrun")).run  # killed children must not touch the shared one
 
 
 def test_materialize_killed_midway_keeps_the_previous_task_or_none(run_with_rte, tmp_path, monkeypatch):

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import tiny_rte_export
+from conftest import TinyTree
 from hyperexport.runtime.predict import predict
 from hyperexport.verify.parity import verify
 
 EXAMPLES = [{"sentence1": "the red fox runs", "sentence2": "the fox is not red"}]
 
 
-def test_a_moved_run_and_its_export_still_verify_and_predict(tmp_path):
-    run, export = tiny_rte_export(tmp_path / "before")
+def test_a_moved_run_and_its_export_still_verify_and_predict(tiny_rte: TinyTree, tmp_path):
+    copy = tiny_rte.copy_to(tmp_path / "before")  # a copy is already a move: the session's tree is elsewhere
+    run, export = copy.run, copy.export
     expected = predict(export, EXAMPLES)
     moved = tmp_path / "after" / "elsewhere"
     shutil.move(tmp_path / "before", moved)
@@ -24,3 +25,4 @@ def test_a_moved_run_and_its_export_still_verify_and_predict(tmp_path):
     assert predict(new_export, EXAMPLES) == expected
     manifests = [p.read_text() for p in moved.rglob("manifest.json")]
     assert len(manifests) == 3 and not any(str(tmp_path / "before") in text for text in manifests)
+    assert not any(str(tiny_rte.root) in text for text in manifests)  # nor the place the tree was built in

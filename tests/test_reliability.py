@@ -11,22 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE, reseal
+from conftest import TINY_RECIPE, TinyTree, reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx
 from hyperexport.interop.hyperformer import import_hyperformer
-from hyperexport.materialize import materialize
 from hyperexport.recipe.load import load_recipe
 from hyperexport.training.loop import train
 from hyperexport_cli.main import app
@@ -46,22 +45,22 @@ def tiny_text(*replacements: tuple[str, str]) -> str:
     return text
 
 
-def build_world(root: Path) -> dict[str, Path]:
-    """A finished tiny run with rte materialized and exported (classify head), a resumable unfinished
-    run, and a finished run on another backbone (t5-demo)."""
+def build_world(tiny: TinyTree, root: Path) -> dict[str, Path]:
+    """A finished tiny run with rte materialized (a copy of the session's) and exported (classify head),
+    a resumable unfinished run, and a finished run on another backbone (t5-demo)."""
     recipe = load_recipe(TINY_RECIPE)
-    run = train(recipe, output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, tasks=["rte"])
+    run = tiny.copy_run_to(root / "runs" / "tiny")
     export = export_onnx(run, task="rte", head="classify", output=root / "exports" / "rte")
     partial = train(recipe, output=root / "unfinished" / "tiny", stop_after=4, progress_bar=False)
-    (root / "demo.yaml").write_text(tiny_text(("config: t5-test ", "config: t5-demo "), ("max_steps: 8", "max_steps: 1")))
+    (root / "demo.yaml").write_text(tiny_text(("config: t5-test ", "config: t5-demo "), ("max_steps: 8",
+                                                                                         "max_steps: 1")))
     other = train(load_recipe(root / "demo.yaml"), output=root / "runs" / "other", progress_bar=False)
     return {"run": run, "export": export, "partial": partial, "other": other}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("world"))
+def world(tiny_rte, tmp_path_factory):
+    return build_world(tiny_rte, tmp_path_factory.mktemp("world"))
 
 
 # ---- setups: each prepares files in the test's own folder (the working directory) ---------------
@@ -129,7 +128,8 @@ def scitail_rows(count: int):
     def setup(world, tmp):
         from hyperexport.data.demo import demo_examples
 
-        (tmp / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in demo_examples("scitail", "train", count, 0)))
+        (tmp / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in demo_examples("scitail", "train",
+                                                                                                count, 0)))
     return setup
 
 
@@ -202,9 +202,11 @@ CASES = [
     Case("resume-with-another-backbone", ["train", "r.yaml", "--output", "tiny", "--resume"],
          "the recipe differs from the one tiny.partial was started with (backbone.config: 't5-test' -> 't5-demo'): "
          "resume with the same recipe and --max-steps, or train without --resume",
-         lambda world, tmp: (copy_partial(world, tmp), write_recipe(("config: t5-test ", "config: t5-demo "))(world, tmp))),
+         lambda world, tmp: (copy_partial(world, tmp), write_recipe(("config: t5-test ", "config: t5-demo "))(world,
+                                                                                                              tmp))),
     Case("run-weights-truncated", ["evaluate", "run"],
-         "run/model.safetensors was changed (sha256 mismatch) since it was written: train again", truncated_run_weights),
+         "run/model.safetensors was changed (sha256 mismatch) since it was written: train again",
+         truncated_run_weights),
     Case("checkpoint-truncated", ["train", TINY, "--output", "tiny", "--resume"],
          "tiny.partial/checkpoint/trainable.safetensors was changed (sha256 mismatch) since it was written: "
          "train without --resume", truncated_checkpoint),
@@ -238,9 +240,11 @@ CASES = [
          "cannot write file/tiny.partial: a file is in the way of its folder (Not a directory: file/tiny.partial): "
          "move it, or choose another --output", a_file),
     # export --format tensorrt and --precision: refused before the GPU check, so the same on every machine
-    Case("export-unknown-format", ["export", "--run", "{run}", "--task", "rte", "--format", "tflite", "--output", "out"],
+    Case("export-unknown-format", ["export", "--run", "{run}", "--task", "rte", "--format", "tflite", "--output",
+                                   "out"],
          "invalid value for '--format': 'tflite' is not one of 'onnx', 'tensorrt'"),
-    Case("export-unknown-precision", ["export", "--run", "{run}", "--task", "rte", "--precision", "fp64", "--output", "out"],
+    Case("export-unknown-precision", ["export", "--run", "{run}", "--task", "rte", "--precision", "fp64", "--output",
+                                      "out"],
          "invalid value for '--precision': 'fp64' is not one of 'fp32', 'fp16', 'bf16', 'int8'"),
     Case("tensorrt-int8", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt", "--precision", "int8",
                            "--output", "out"],
@@ -254,7 +258,8 @@ CASES = [
          "--seq '64:8:128': need min <= opt <= max, e.g. --seq 64:64:128"),
     Case("tensorrt-seq-too-short", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt",
                                     "--seq", "1", "--output", "out"],
-         "--seq '1': max must be at least 2 (one source token and </s>; generation needs a past of at least one token)"),
+         "--seq '1': max must be at least 2 (one source token and </s>; "
+         "generation needs a past of at least one token)"),
     Case("output-exists-export-tensorrt", ["export", "--run", "{run}", "--task", "rte", "--format", "tensorrt",
                                            "--output", "out"],
          "out already exists: pass --overwrite to replace it, or choose another --output", existing("out")),
@@ -322,7 +327,7 @@ CASES = [
          "task 'cola' is not in the run tiny: its tasks are rte, sst2, mrpc"),
     Case("bench-tensorrt-not-engines", ["bench", "--run", "{run}", "--task", "rte", "--tensorrt", "{export}"],
          "{export} is an ONNX export, not TensorRT engines: run `hyperexport export --task <task> --format tensorrt`"),
-    # adapt (bad data files and requests: tests/test_adapt.py)
+    # adapt (bad data files and requests: tests/training/test_adapt.py)
     Case("adapt-no-data", ["adapt", "{run}", "--task", "scitail"],
          "missing option '--data'"),
     Case("no-latest-adapt", ["adapt", "--task", "scitail", "--data", "rows.jsonl"],
@@ -340,7 +345,7 @@ CASES = [
          "run imported has no tokenizer (it was imported without one), which adapt needs for the examples' text: "
          "import the checkpoint again with --tokenizer",
          lambda world, tmp: (scitail_rows(8)(world, tmp), import_hyperformer(CHECKPOINT, output=tmp / "imported"))),
-    # import-hyperformer (unknown and missing keys: tests/test_import_hyperformer.py)
+    # import-hyperformer (unknown and missing keys: tests/interop/test_import_hyperformer.py)
     Case("import-no-checkpoint", ["import-hyperformer", "no/such"],
          "no checkpoint folder at no/such: pass the original's output_dir"),
     Case("output-exists-import", ["import-hyperformer", "{checkpoint}", "--output", "runs/imported"],
@@ -484,7 +489,8 @@ def unwritable(folder: Path, exists: bool = False):
     folder.mkdir(exist_ok=exists)
     if os.geteuid() != 0:
         folder.chmod(0o555)
-    elif shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+    elif shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)],
+                                                          capture_output=True).returncode:
         pytest.skip("root, and this filesystem has no immutable attribute")
     try:
         yield folder
@@ -501,7 +507,8 @@ def test_an_unwritable_output_folder_is_one_line_and_leaves_nothing(world, tmp_p
         for command, args in [("train", ["train", str(TINY_RECIPE), "--output", "locked/tiny"]),
                               ("materialize", ["materialize", "--run", str(world["run"]), "--task", "rte",
                                                "--output", "locked/rte"]),
-                              ("export", ["export", "--run", str(world["run"]), "--task", "rte", "--output", "locked/rte"])]:
+                              ("export", ["export", "--run", str(world["run"]), "--task", "rte", "--output",
+                                          "locked/rte"])]:
             result = runner.invoke(app, args)
             assert result.exit_code == 2, result.output
             assert result.stderr.strip() == "error: " + UNWRITABLE[command].replace("{denied}", denied)

@@ -61,7 +61,8 @@ def test_tables_are_found_by_their_sentinels_and_a_missing_one_is_refused(tmp_pa
     from hyperexport.export.multitask_classify import TaskLabelScorer, export_task_classify_graph
 
     tasks = [task_tensors(seed, LAYERS) for seed in range(2)]
-    scorer = TaskLabelScorer(stack_tasks(tiny_t5(), tasks, "gelu_new"), padded_labels([torch.tensor([[5, 1], [6, 1]])] * 2))
+    scorer = TaskLabelScorer(stack_tasks(tiny_t5(), tasks, "gelu_new"),
+                             padded_labels([torch.tensor([[5, 1], [6, 1]])] * 2))
     path = tmp_path / "classify.onnx"
     with sentinel_tables(scorer, 384) as sentinels:
         export_task_classify_graph(scorer, path)

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 # Per precision: max |delta| of logits and scores; tokens: fraction of generated sequences that differ;
 # metric: max |delta| of each metric value (points). fp32 must match the reference exactly up to float
 # rounding: 1e-4, plus `relative` times the largest finite reference value (rounding grows with the values:
-# the demo run's sst2 logits reach ~40, where fp32 ONNX Runtime differed from PyTorch by 7.4e-5 on logits
-# and 1.0e-4 on label scores, in optimum's layout and in ours alike; a tiny test model's stay near 1). int8 (dynamic quantization) rounds every MatMul's activations to 8 bits, about 1% relative
-# error per layer, on logits of magnitude ~40 in the demo: tensors move by a few tenths, and the gate that
-# matters is the task metric, within 1 point.
+# a demo run's sst2 logits and scores reach ~8, where fp32 ONNX Runtime differed from PyTorch by 7.4e-5 on
+# logits and 1.0e-4 on label scores, in optimum's layout and in ours alike). int8 (dynamic quantization)
+# rounds every MatMul's activations to 8 bits, about 1% relative error per layer, on logits of magnitude ~40
+# in the demo: tensors move by a few tenths, and the gate that matters is the task metric, within 1 point.
 TOLERANCES = {
     "fp32": {"logits": 1e-4, "scores": 1e-4, "tokens": 0.0, "metric": 0.0, "relative": 1e-5},
     "fp16": {"logits": 0.1, "scores": 0.1, "tokens": 0.05, "metric": 1.0},

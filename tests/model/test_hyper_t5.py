@@ -100,7 +100,8 @@ def test_adapters_change_the_output(token_batch):
     backbone = tiny_t5()
     with torch.no_grad():
         plain = backbone(**token_batch).logits
-        adapted = HyperT5(backbone, TASKS, model_config())(task_ids=torch.zeros(4, dtype=torch.long), **token_batch).logits
+        adapted = HyperT5(backbone, TASKS, model_config())(task_ids=torch.zeros(4, dtype=torch.long),
+                                                           **token_batch).logits
     assert (adapted - plain).abs().max() > 1e-3
 
 

@@ -27,7 +27,8 @@ def _read_into(stream, buffer: list[str]) -> None:
 
 def test_ctrl_c_keeps_a_checkpoint_and_names_the_command_that_continues(tmp_path):
     (tmp_path / "r.yaml").write_text(TINY.read_text().replace("eval_every: 4", "eval_every: 100"))
-    command = [sys.executable, "-m", "hyperexport_cli", "train", "r.yaml", "--output", "runs/t", "--max-steps", str(STEPS)]
+    command = [sys.executable, "-m", "hyperexport_cli", "train", "r.yaml", "--output", "runs/t", "--max-steps",
+               str(STEPS)]
     child = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     stderr: list[str] = []
     reader = threading.Thread(target=_read_into, args=(child.stderr, stderr), daemon=True)

@@ -32,8 +32,9 @@ def test_glue_folder_task_follows_the_small_task_split_protocol(tmp_path):
     rte = tmp_path / "RTE"
     rte.mkdir()
     header = "index\tsentence1\tsentence2\tlabel\n"
-    rows = lambda n: "".join(f"{i}\tpremise {i}\thypothesis {i}\t{'entailment' if i % 2 else 'not_entailment'}\n"
-                             for i in range(n))
+    def rows(n):
+        return "".join(f"{i}\tpremise {i}\thypothesis {i}\t{'entailment' if i % 2 else 'not_entailment'}\n"
+                       for i in range(n))
     (rte / "train.tsv").write_text(header + rows(10))
     (rte / "dev.tsv").write_text(header + rows(8))
     recipe = recipe_from_dict({"name": "g", "tasks": [{"name": "rte", "source": "glue_dir", "path": str(tmp_path)}]})

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import tiny_rte_export
 from hyperexport.contracts.export import IoSpec
 from hyperexport.contracts.names import plan_name
 from hyperexport.errors import UserError
@@ -34,9 +33,9 @@ MISSING = _missing()
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
+def graphs(tiny_rte_three_graphs):
     """(the tiny rte ONNX export, its io spec, the profiles of --batch 1:4:16 --seq 2:32:64)."""
-    _, folder = tiny_rte_export(tmp_path_factory.mktemp("loaders"), store_once=False)  # what engines build from
+    folder = tiny_rte_three_graphs.export  # what engines build from; only read
     spec = IoSpec.read(folder)
     return folder, spec, graph_profiles(spec, ShapeRanges.from_flags("1:4:16", "2:32:64"))
 
@@ -61,7 +60,8 @@ def test_every_plan_is_built_from_its_graph_file_with_one_profile_and_the_shared
         assert isinstance(loaders.config, CreateConfig) and loaders.config.tf32 is (precision != "fp32")
         [built] = loaders.config.profiles
         assert list(built) == [tensor.name for tensor in spec.graphs[graph].inputs]
-        assert {name: {key: list(getattr(shapes, key)) for key in ("min", "opt", "max")} for name, shapes in built.items()} \
+        assert {name: {key: list(getattr(shapes, key)) for key in ("min", "opt", "max")}
+                for name, shapes in built.items()} \
             == profile
         assert loaders.config.timing_cache_path == str(cache) and loaders.plan == tmp_path / plan_name(graph)
         engine = loaders.engine_bytes(("builder", "network", "parser"))  # TensorRT's parsed network: a stand-in
@@ -153,7 +153,8 @@ def test_a_graph_tensorrt_cannot_parse_is_one_line_naming_the_first_error(tmp_pa
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", 4])
     graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example")], "g", [x], [y])
     path = tmp_path / "bad.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)]),
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                             helper.make_opsetid("com.example", 1)]),
               path)
     profile = {"x": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}}
     with pytest.raises(UserError, match=r"^TensorRT's ONNX parser refused bad.onnx \(\d+ errors?; first: .+\)$"):

@@ -19,7 +19,7 @@ from hyperexport.model.adapter import STACKS
 from hyperexport.model.trained import load_run
 from hyperexport_cli.main import app
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hyperformer"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "hyperformer"
 VARIANTS = {"hyperformer++": "hyperformer++", "hyperformer": "hyperformer-layer",
             "meta-adapter": "hyperformer", "adapters": "adapters"}  # fixture folder -> our variant
 TOLERANCE = 2e-5
@@ -139,7 +139,8 @@ def test_a_tokenizer_is_optional_and_only_the_stages_that_need_one_ask_for_it(tm
     assert invoke("materialize", "--run", "runs/plain", "--task", "sst2").exit_code == 0
     refused = invoke("export", "--run", "runs/plain", "--task", "sst2", "--head", "classify", "--output", "x")
     assert refused.exit_code == 2 and "needs the run's tokenizer" in refused.stderr and not Path("x").exists()
-    assert invoke("export", "--run", "runs/plain", "--task", "sst2", "--head", "generate", "--output", "g").exit_code == 0
+    assert invoke("export", "--run", "runs/plain", "--task", "sst2", "--head", "generate", "--output",
+                  "g").exit_code == 0
     unreadable = invoke("predict", "g", '{"sentence": "a film"}')
     assert unreadable.exit_code == 2 and "has no tokenizer" in unreadable.stderr
     assert invoke("import-hyperformer", checkpoint, "--output", "runs/text", "--tokenizer", "byt5").exit_code == 0

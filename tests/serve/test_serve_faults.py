@@ -25,8 +25,8 @@ PAYLOADS = text_payloads([json.dumps(example) for example in SHORT_RTE_EXAMPLES]
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return verified_tiny_export(tmp_path_factory.mktemp("faults"))
+def export(tiny_rte, tmp_path_factory):
+    return verified_tiny_export(tiny_rte, tmp_path_factory.mktemp("faults"))
 
 
 def in_background(*args) -> tuple[threading.Thread, list[LoadResult]]:
@@ -61,6 +61,7 @@ def gone(pids: set[int], within: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # a server under load killed, then a second one started
 def test_sigkill_under_load_then_a_restart_answers_the_same_and_the_exports_are_unchanged(export):
     before = tree_digest(export)
     server = ServeProcess([export]).start()
@@ -123,5 +124,6 @@ def test_a_soak_of_20000_requests_grows_resident_memory_by_at_most_5_percent(exp
     for _, [result] in loads:
         assert (len(result.latencies_ms), result.failures) == (10_000, 0), result.first_failure
     assert after <= 1.05 * before, f"resident memory {before:.0f} MB -> {after:.0f} MB"
-    print(f"soak: 20,000 requests, resident memory {before:.1f} MB -> {after:.1f} MB ({100 * (after / before - 1):+.2f}%)",
+    print(f"soak: 20,000 requests, resident memory {before:.1f} MB -> {after:.1f} MB "
+          f"({100 * (after / before - 1):+.2f}%)",
           file=sys.stderr)

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from conftest import tiny_rte_export
 from hyperexport.contracts.export import GraphIo, IoSpec, TensorSpec
 from hyperexport.errors import UserError
 from hyperexport.export.tensorrt.compat import (
@@ -25,8 +24,8 @@ from hyperexport.export.tensorrt.profiles import Range, ShapeRanges, check_task_
 
 
 @pytest.fixture(scope="module")
-def run_and_export(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("trt"))
+def run_and_export(tiny_rte):
+    return tiny_rte.run, tiny_rte.export  # only read
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +34,9 @@ def exported(run_and_export):
 
 
 @pytest.fixture(scope="module")
-def three_graphs(run_and_export, tmp_path_factory):
+def three_graphs(tiny_rte_three_graphs):
     """What `export --format tensorrt` builds engines from: optimum's three generate graphs."""
-    from hyperexport.export.onnx import export_onnx
-
-    return export_onnx(run_and_export[0], task="rte", head="both", store_once=False,
-                       output=tmp_path_factory.mktemp("three") / "onnx")
+    return tiny_rte_three_graphs.export  # only read
 
 
 # ---- profiles -------------------------------------------------------------------------------------
@@ -99,7 +95,8 @@ def test_the_seq_range_must_fit_the_tasks_sources_and_generations():
     with pytest.raises(UserError, match="--seq max 48 is below the task's max_source_length 64: use --seq 1:32:64"):
         check_task_fits(ShapeRanges.from_flags("1:8:32", "1:32:48"), facts)
     with pytest.raises(UserError, match="leaves no room for 8 generated tokens: raise it to at least 9"):
-        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"), SimpleNamespace(max_source_length=4, max_new_tokens=8))
+        check_task_fits(ShapeRanges.from_flags("1:8:32", "2:2:8"),
+                        SimpleNamespace(max_source_length=4, max_new_tokens=8))
 
 
 def test_an_axis_no_flag_covers_is_refused():
@@ -162,7 +159,8 @@ def test_bf16_graphs_pass_and_their_triton_configs_carry_bf16(bf16_export):
     types = {t.name: model_config_pb2.DataType.Name(t.data_type) for t in config.input}
     assert {types[i.name] for i in past.inputs if i.name.startswith("past_key_values.")} == {"TYPE_BF16"}
     assert types["input_ids"] == "TYPE_INT64" and "data_type: TYPE_BF16" in config_text(config)
-    assert check_model_config(config, "rte_decoder_with_past", past, "decoder_with_past_model.onnx", "tensorrt", 8) == []
+    assert check_model_config(config, "rte_decoder_with_past", past, "decoder_with_past_model.onnx",
+                              "tensorrt", 8) == []
 
 
 def test_the_engine_runner_feeds_bf16_graphs_bfloat16_and_answers_in_float32(bf16_export):

@@ -27,16 +27,14 @@ from hyperexport.export.classify import label_token_ids
 from hyperexport.export.onnx import export_onnx
 from hyperexport.materialize import materialize
 from hyperexport.model.trained import load_run
-from hyperexport.recipe.load import load_recipe
 from hyperexport.runtime.examples import read_examples
 from hyperexport.runtime.heads import label_results
 from hyperexport.runtime.predict import predict
 from hyperexport.tasks.registry import get_task
-from hyperexport.training.loop import train
 from hyperexport.training.task_data import load_task_data
 from hyperexport_cli.main import app
 
-TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
+TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"
 RTE_TEMPLATE, SST2_TEMPLATE = get_task("rte").template, get_task("sst2").template
 runner = CliRunner()
 
@@ -53,9 +51,9 @@ def perturb_backbone(run: Path, seed: int = 3, scale: float = 0.5) -> None:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(tiny_rte, tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    run = train(load_recipe(TINY), output=root / "runs" / "tiny", progress_bar=False)
+    run = tiny_rte.copy_run_to(root / "runs" / "tiny", tasks=False)  # as training left it
     perturb_backbone(run)  # before materialize: every later stage reads the same weights
     materialize(run, tasks=["rte", "sst2"])
     return run, {

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import reseal, tiny_rte_export
+from conftest import reseal
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx
@@ -20,8 +20,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("verify"))
+def exported(tiny_rte, tmp_path_factory):
+    copy = tiny_rte.copy_to(tmp_path_factory.mktemp("verify"))  # verify writes its report into the export
+    return copy.run, copy.export
 
 
 def test_verify_passes_and_writes_the_report(exported):
@@ -53,7 +54,8 @@ def test_verify_cli_exit_codes(exported, tmp_path):
     assert failed.exit_code == 1, failed.stderr
     report = json.loads(failed.stdout)
     assert not report["passed"]
-    assert any(not c["passed"] and c["runner"] == "onnxruntime" and c["output"] == "logits" for c in report["comparisons"])
+    assert any(not c["passed"] and c["runner"] == "onnxruntime" and c["output"] == "logits"
+               for c in report["comparisons"])
 
 
 def test_verify_refuses_a_tampered_or_missing_export(exported, tmp_path):
@@ -76,7 +78,8 @@ def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
     assert report["precision"] == "int8" and report["passed"]
     onnx_rows = [c for c in report["comparisons"] if c["runner"] == "onnxruntime"]
     assert all(c["tolerance"] == TOLERANCES["int8"][c["output"]] for c in onnx_rows)
-    assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")  # really quantized
+    # really quantized
+    assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")
     folded_rows = [c for c in report["comparisons"] if c["runner"] == "torch_folded"]
     assert all(c["tolerance"] == TOLERANCES["fp32"][c["output"]] for c in folded_rows)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_rte_export, tiny_t5
+from conftest import tiny_t5
 from hyperexport.contracts.names import ENCODER_GRAPH, IO_SPEC_FILE
 from hyperexport.export.onnx import export_onnx
 from hyperexport.export.precision import cast_to_precision
@@ -21,12 +21,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_rte_export(tmp_path_factory.mktemp("precision"))
+def exported(tiny_rte, tmp_path_factory):
+    copy = tiny_rte.copy_to(tmp_path_factory.mktemp("precision"))
+    return copy.run, copy.export
 
 
 @torch.no_grad()
-def precision_drift(reference: torch.nn.Module, cast: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def precision_drift(reference: torch.nn.Module, cast: torch.nn.Module, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor,
                     decoder_input_ids: torch.Tensor) -> dict:
     """Teacher-forced logits of `cast` against the fp32 `reference` on the same inputs (PyTorch, CPU)."""
     expected = reference(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
@@ -52,7 +54,8 @@ def test_fp16_keeps_wo_and_the_feed_forward_adapter_in_fp32(exported):
     feed_forwards = [m for m in model.modules() if isinstance(m, AdaptedFeedForward)]
     assert all(p.dtype == torch.float32 for m in feed_forwards for p in m.adapter.parameters())
     attention_adapters = [n for n, p in model.named_parameters() if "SelfAttention.adapter" in n]
-    assert attention_adapters and all(dict(model.named_parameters())[n].dtype == torch.float16 for n in attention_adapters)
+    parameters = dict(model.named_parameters())
+    assert attention_adapters and all(parameters[n].dtype == torch.float16 for n in attention_adapters)
 
 
 def test_fp16_islands_survive_a_feed_forward_that_overflows_fp16():

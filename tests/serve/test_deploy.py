@@ -17,7 +17,6 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from conftest import tiny_rte_export
 from hyperexport.contracts import names
 from hyperexport.contracts.export import GenerationIds, IoSpec
 from hyperexport.contracts.task import TaskFacts
@@ -36,9 +35,10 @@ EXAMPLES = [{"sentence1": "the red fox runs on the hill", "sentence2": "the fox 
 
 
 @pytest.fixture(scope="module")
-def verified(tmp_path_factory):
+def verified(tiny_rte, tmp_path_factory):
     """The tiny rte export (both heads) with a passing parity report."""
-    run, folder = tiny_rte_export(tmp_path_factory.mktemp("deploy"))
+    copy = tiny_rte.copy_to(tmp_path_factory.mktemp("deploy"))
+    run, folder = copy.run, copy.export
     assert verify(folder, max_examples=8)["passed"]
     return run, folder
 
@@ -161,7 +161,8 @@ def test_greedy_loop_over_onnx_graphs_gives_pytorchs_tokens(verified, eos):
 
 
 # ---- deploy --format onnx -------------------------------------------------------------------------
-def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models_answer_like_predict(verified, tmp_path):
+def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models_answer_like_predict(verified,
+                                                                                                     tmp_path):
     run, folder = verified
     result = cli("deploy", "--task", "rte", "--format", "onnx", "--export", folder, "--triton-repo", "repo",
                  "--json", cwd=tmp_path)
@@ -169,7 +170,8 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     description = json.loads(result.stdout)
     repo = tmp_path / "repo"
     spec = IoSpec.read(folder).graphs
-    assert sorted(p.name for p in (repo / "models").iterdir()) == ["rte_classify", "rte_decoder_with_past", "rte_encoder"]
+    assert sorted(p.name for p in (repo / "models").iterdir()) == ["rte_classify", "rte_decoder_with_past",
+                                                                   "rte_encoder"]
     for graph, described in spec.items():
         name = f"rte_{graph.removesuffix('_model.onnx')}"
         config = parse(repo / "models" / name / "config.pbtxt")
@@ -179,7 +181,8 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
         assert [t.name for t in config.output] == [s.name for s in described.outputs]
         assert (repo / "models" / name / "1" / "model.onnx").read_bytes() == (folder / graph).read_bytes()
         # the graphs share one weights file: each model folder has it beside model.onnx, hard-linked
-        assert os.path.samefile(repo / "models" / name / "1" / names.GRAPH_WEIGHTS_FILE, folder / names.GRAPH_WEIGHTS_FILE)
+        assert os.path.samefile(repo / "models" / name / "1" / names.GRAPH_WEIGHTS_FILE,
+                                folder / names.GRAPH_WEIGHTS_FILE)
     client = repo / "clients" / "rte"
     assert {p.name for p in client.iterdir()} == {"tokenizer", "task.json", "deploy.json", "client.py"}
     assert description["head"] == "classify" and description["models"]["encoder"] == "rte_encoder"
@@ -193,7 +196,8 @@ def test_deploy_onnx_writes_a_repository_whose_configs_validate_and_whose_models
     with torch.no_grad():
         tokens = loaded.model.generate(task_ids=torch.full((3,), loaded.model.task_id("rte")), **batch,
                                        max_new_tokens=facts.max_new_tokens, do_sample=False, num_beams=1)
-    assert [r["label"] for r in generated] == [t.strip() for t in loaded.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    decoded = loaded.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    assert [r["label"] for r in generated] == [t.strip() for t in decoded]
     local = subprocess.run([sys.executable, client / "client.py", "--local", json.dumps(EXAMPLES[1])],
                            capture_output=True, text=True, cwd=tmp_path)
     assert local.returncode == 0, local.stderr  # the real script, in its own process

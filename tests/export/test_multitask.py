@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -41,22 +41,22 @@ def invoke(*args) -> object:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_rte, tmp_path_factory):
     """A tiny run (every task materialized), its rte+sst2 export through the CLI, rte's single-task export,
     a run on another backbone (t5-demo) with mrpc materialized, and a run `adapt` grew by a 3-label task."""
-    from hyperexport.export.onnx import export_onnx
     from hyperexport.materialize import materialize
     from hyperexport.recipe.load import load_recipe
     from hyperexport.training.adapt import adapt
     from hyperexport.training.loop import train
 
     root = tmp_path_factory.mktemp("multitask")
-    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run)
+    tree = tiny_rte.copy_to(root)  # rte materialized and exported (both heads, fp32): the single-task export
+    run = tree.run
+    materialize(run, tasks=["sst2", "mrpc"])
     export = root / "exports" / "multitask" / "onnx"
     result = invoke("export", "--run", run, "--tasks", "rte,sst2", "--output", export)
     assert result.exit_code == 0, result.output
-    single = export_onnx(run, task="rte", output=root / "exports" / "rte" / "onnx")
+    single = tree.export
     (root / "demo.yaml").write_text(TINY_RECIPE.read_text().replace("config: t5-test ", "config: t5-demo ")
                                     .replace("max_steps: 8", "max_steps: 1"))
     other = train(load_recipe(root / "demo.yaml"), output=root / "runs" / "other", progress_bar=False)
@@ -64,7 +64,8 @@ def world(tmp_path_factory):
     rows = [{"text": f"word{i % 3} and more words {i}", "label": str(i % 3)} for i in range(12)]
     (root / "topic.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     adapted = root / "runs" / "adapted"
-    adapt(run, task="topic", data=root / "topic.jsonl", template="sentence: {text}", labels=["0", "1", "2"], shots=6, steps=2,
+    adapt(run, task="topic", data=root / "topic.jsonl", template="sentence: {text}", labels=["0", "1", "2"], shots=6,
+          steps=2,
           output=adapted, progress_bar=False)
     materialize(adapted, tasks=["topic"])
     return {"run": run, "export": export, "single": single, "other": other, "adapted": adapted}
@@ -273,7 +274,8 @@ def test_an_added_task_changes_only_the_tables_and_no_other_output(world, tmp_pa
     labels = label_token_ids(load_tokenizer(str(export / names.TOKENIZER_DIR)), facts.labels)
     feeds = batch([3] * 4)
     with torch.no_grad():
-        expected = LabelScorer(model, labels)(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+        expected = LabelScorer(model, labels)(torch.from_numpy(feeds["input_ids"]),
+                                              torch.from_numpy(feeds["attention_mask"]))
     np.testing.assert_allclose(topic, expected.numpy(), atol=1e-4)
     assert not (export / names.PARITY_REPORT_FILE).exists()
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_rte_export
 from hyperexport.contracts.export import ExportFolder, GenerationIds
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.errors import UserError
@@ -33,7 +32,8 @@ def _missing() -> str | None:
 
 
 MISSING = _missing()
-BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H100 80GB HBM3",
+         "compute_capability": "9.0"}
 
 
 # ---- any machine ----------------------------------------------------------------------------------
@@ -54,7 +54,8 @@ def test_tensorrt_without_polygraphy_names_it(monkeypatch):
     from hyperexport.export.tensorrt.build import require_tensorrt
 
     monkeypatch.setitem(sys.modules, "polygraphy", None)  # as if it were not installed
-    with pytest.raises(UserError, match="TensorRT engines need .*the polygraphy package.*: pip install -e '.\\[gpu\\]'"):
+    with pytest.raises(UserError,
+                       match="TensorRT engines need .*the polygraphy package.*: pip install -e '.\\[gpu\\]'"):
         require_tensorrt()
 
 
@@ -69,7 +70,8 @@ def test_bad_profile_flags_and_precisions_fail_before_the_gpu_check(tmp_path):
 
 
 def test_a_plan_from_the_same_tensorrt_and_gpu_is_accepted():
-    check_plan_compatible("exports/rte/tensorrt", SimpleNamespace(**BUILT), {k: v for k, v in BUILT.items() if k != "task"})
+    check_plan_compatible("exports/rte/tensorrt", SimpleNamespace(**BUILT),
+                          {k: v for k, v in BUILT.items() if k != "task"})
 
 
 @pytest.mark.parametrize("fact, value", [("tensorrt_version", "11.4.0.106"), ("compute_capability", "8.0"),
@@ -177,7 +179,7 @@ def test_host_outputs_are_numpy_arrays_of_their_own_and_bf16_comes_back_exactly(
 
 
 @pytest.fixture(scope="module")
-def engine_folder_without_plans(tmp_path_factory):
+def engine_folder_without_plans(tiny_rte_three_graphs, tmp_path_factory):
     """An engine folder as `export --format tensorrt` lays it out, minus the plans (they need a GPU):
     the source ONNX export under onnx/, the task files, and a manifest written by hand."""
     import shutil
@@ -187,7 +189,8 @@ def engine_folder_without_plans(tmp_path_factory):
     from hyperexport.export.tensorrt.profiles import ShapeRanges, graph_profiles
 
     root = tmp_path_factory.mktemp("engine-folder")
-    run, onnx_folder = tiny_rte_export(root, store_once=False)  # the layout engines are built from
+    copy = tiny_rte_three_graphs.copy_to(root)  # the layout engines are built from
+    run, onnx_folder = copy.run, copy.export
     folder = root / "exports" / "rte" / "tensorrt"
     shutil.copytree(onnx_folder, folder / "onnx")
     for name in ("task.json", "io_spec.json", "config.json", "tokenizer"):
@@ -209,7 +212,8 @@ def test_verify_of_an_engine_folder_without_gpu_is_one_line_exit_2_and_writes_no
     assert not (engine_folder_without_plans / "parity_report.json").exists()
 
 
-def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(engine_folder_without_plans):
+def test_the_compatibility_check_of_an_engine_folder_uses_its_profiles_and_tensorrt_version(
+        engine_folder_without_plans):
     from hyperexport.export.tensorrt.compat import export_compatibility
 
     report = export_compatibility(ExportFolder.open(engine_folder_without_plans))
@@ -280,7 +284,8 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
         "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
     before = sorted(p.name for p in foreign.iterdir())
     for args in (["predict", str(foreign), '{"sentence1": "a", "sentence2": "b"}'], ["verify", str(foreign)],
-                 ["bench", "--run", str(ExportFolder.open(foreign).source_run), "--task", "rte", "--tensorrt", str(foreign)]):
+                 ["bench", "--run", str(ExportFolder.open(foreign).source_run), "--task", "rte", "--tensorrt",
+                  str(foreign)]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, (args, result.output, result.exception)
         assert result.stderr.strip() == "error: " + FOREIGN_PLAN.replace("{tmp}", str(tmp_path)), args
@@ -290,11 +295,12 @@ def test_a_foreign_plan_is_one_line_exit_2_in_predict_verify_and_bench(engine_fo
 
 # ---- on an NVIDIA GPU with tensorrt ----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
+def engines(tiny_rte, tmp_path_factory):
     from hyperexport.export.tensorrt.build import export_tensorrt
 
     root = tmp_path_factory.mktemp("engines")
-    run, onnx_folder = tiny_rte_export(root)
+    copy = tiny_rte.copy_to(root)
+    run, onnx_folder = copy.run, copy.export
     cache = root / "caches" / "trt-timing.cache"  # shared by both builds, as with --timing-cache
     built = {precision: export_tensorrt(run, task="rte", precision=precision, batch="1:4:16", seq="2:32:64",
                                         output=root / "exports" / "rte" / f"tensorrt-{precision}", progress=False,
@@ -340,7 +346,8 @@ def test_the_backend_runs_each_plan_like_onnx_runtime_runs_its_graph(engines):
             np.testing.assert_allclose(engine.infer(graph, feeds)[output], reference.infer(graph, feeds)[output],
                                        rtol=0, atol=1e-3)
         with pytest.raises(UserError, match="outside the engine's profile"):
-            engine.infer(CLASSIFY_GRAPH, {name: np.repeat(array, 4, axis=0) for name, array in feeds.items()})  # 20 rows
+            engine.infer(CLASSIFY_GRAPH,
+                         {name: np.repeat(array, 4, axis=0) for name, array in feeds.items()})  # 20 rows
 
 
 @pytest.mark.gpu
@@ -366,7 +373,8 @@ def test_engine_predictions_equal_onnx_runtimes_and_a_foreign_plan_is_refused(en
 
     _, onnx_folder, built = engines
     examples = [{"sentence1": "a cat sings", "sentence2": "a cat"}, {"sentence1": "x y", "sentence2": "z"}]
-    assert [r["label"] for r in predict(built["fp32"], examples)] == [r["label"] for r in predict(onnx_folder, examples)]
+    expected = [r["label"] for r in predict(onnx_folder, examples)]
+    assert [r["label"] for r in predict(built["fp32"], examples)] == expected
     foreign = tmp_path / "foreign"
     shutil.copytree(built["fp32"], foreign)
     manifest = json.loads((foreign / "manifest.json").read_text())

@@ -8,7 +8,6 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE
 from hyperexport.bench.bandwidth import bound_ms, read_bandwidth
 from hyperexport.bench.decode import StepTimer, step_bytes, weight_read_bytes
 from hyperexport.bench.variants import NumpyPast
@@ -26,14 +25,9 @@ from hyperexport_cli.main import app
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    from hyperexport.materialize import materialize
-    from hyperexport.recipe.load import load_recipe
-    from hyperexport.training.loop import train
-
+def exports(tiny_rte, tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
-    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, tasks=["rte"])
+    run = tiny_rte.copy_to(root).run  # these exports record their run beside them
     return {precision: export_onnx(run, task="rte", head="both", precision=precision, generate_graph=True,
                                    output=root / precision) for precision in ("fp32", "int8")}
 
@@ -156,7 +150,8 @@ def test_verify_holds_for_the_one_decoder_export_and_its_one_graph_generator(exp
 
     report = verify(exports[precision], max_examples=16)
     assert report["passed"], [c for c in report["comparisons"] if not c["passed"]]
-    assert {c["runner"] for c in report["comparisons"] if c["output"] == "tokens"} >= {"onnxruntime", GENERATE_GRAPH_RUNNER}
+    assert {c["runner"] for c in report["comparisons"] if c["output"] == "tokens"} >= {"onnxruntime",
+                                                                                       GENERATE_GRAPH_RUNNER}
 
 
 def test_large_weights_go_to_int8_blocks_and_small_ones_stay_fp32():
@@ -169,11 +164,13 @@ def test_large_weights_go_to_int8_blocks_and_small_ones_stay_fp32():
     large, small = (generator.standard_normal(shape).astype(np.float32) for shape in ((512, 256), (256, 64)))
     value = helper.make_tensor_value_info
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "large"], ["h"], name="large"), helper.make_node("MatMul", ["h", "small"], ["y"])],
+        [helper.make_node("MatMul", ["x", "large"], ["h"], name="large"), helper.make_node("MatMul", ["h", "small"],
+                                                                                           ["y"])],
         "g", [value("x", 1, ["n", 512])], [value("y", 1, ["n", 64])],
         [numpy_helper.from_array(large, "large"), numpy_helper.from_array(small, "small")])
     assert matmuls_to_blocks(graph) == 1 and [n.op_type for n in graph.node] == ["MatMulNBits", "MatMul"]
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft",
+                                                                                                     1)])
     x = generator.standard_normal((3, 512)).astype(np.float32)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     expected = x @ large @ small

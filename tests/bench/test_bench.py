@@ -24,11 +24,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from hyperexport.recipe.load import load_recipe
-    from hyperexport.training.loop import train
-
-    return train(load_recipe(TINY_RECIPE), output=tmp_path_factory.mktemp("bench") / "runs" / "tiny", progress_bar=False)
+def tiny_run(tiny_rte):
+    return tiny_rte.run  # only read: bench builds its variants in a temporary folder
 
 
 def test_bench_measures_every_variant_head_and_batch(tiny_run):
@@ -83,6 +80,7 @@ def test_bench_reports_decode_steps_sizes_agreement_and_goals(tiny_run):
     assert report["goals"]["ort_int8_vs_ctranslate2_int8_b1"]["met"] is None  # no peers in this run
 
 
+@pytest.mark.slow  # CTranslate2 and PyTorch eager each in a process of its own
 def test_bench_peers_run_each_runtime_in_its_process_and_agree(tiny_run):
     report = bench(tiny_run, task="rte", batches=(1,), seq=8, rounds=1, threads=1, heads=("generate",),
                    progress_bar=False, peers=True)
@@ -155,7 +153,8 @@ def test_bench_cli_json_with_a_random_backbone_shape(tmp_path):
     (["--backbone", "t5-huge"], "unknown backbone 't5-huge': use one of"),
     (["--head", "score"], "unknown head 'score': use classify or generate"),
     (["--task", "qqp", "--backbone", "t5-test"], "task 'qqp' is not in the recipe"),
-    (["--train", "--rounds", "0", "--backbone", "t5-test"], "invalid value for '--rounds': input should be greater than or equal to 1"),
+    (["--train", "--rounds", "0", "--backbone", "t5-test"],
+     "invalid value for '--rounds': input should be greater than or equal to 1"),
     (["--peers", "--head", "classify", "--backbone", "t5-test"],
      "--peers compares generation: add the generate head (--head generate)"),
 ])
@@ -170,4 +169,5 @@ def test_bench_peers_without_ctranslate2_is_one_line_before_any_work(monkeypatch
     monkeypatch.setattr("hyperexport.bench.inference.load_subject", lambda *a: pytest.fail("slow work began"))
     result = runner.invoke(app, ["bench", "--task", "rte", "--backbone", "t5-test", "--peers"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "--peers needs CTranslate2, which is not installed here: pip install -e '.[peers]' (ctranslate2)" in result.stderr
+    assert ("--peers needs CTranslate2, which is not installed here: pip install -e '.[peers]' (ctranslate2)"
+            in result.stderr)

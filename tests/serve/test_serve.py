@@ -25,14 +25,14 @@ from hyperexport.runtime.predict import predict
 from hyperexport.serve.remote import predict_remote
 from hyperexport_cli.main import app
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 GOOD = json.dumps(SHORT_RTE_EXAMPLES[0])
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return verified_tiny_export(tmp_path_factory.mktemp("served"))
+def export(tiny_rte, tmp_path_factory):
+    return verified_tiny_export(tiny_rte, tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def server(export):
 
 def http_infer(server, model: str, body: bytes | dict) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.endpoints.http}/v2/models/{model}/infer", data=data, method="POST")
+    request = urllib.request.Request(f"http://{server.endpoints.http}/v2/models/{model}/infer", data=data,
+                                     method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, json.load(answer)
@@ -162,7 +163,8 @@ MALFORMED = [  # (id, model, request body, HTTP status, what the answer says)
      "text_input is empty: pass the example's text, or a JSON object of its fields"),
     ("too-long", "rte_classify", text_request(TOO_LONG), 400,
      "text_input has 105 tokens; rte_classify takes at most 64 (the task's max_source_length): shorten the text"),
-    ("unknown-task", "rte_classify", text_request(GOOD, task="cola"), 400, "unknown task 'cola': rte_classify serves rte"),
+    ("unknown-task", "rte_classify", text_request(GOOD, task="cola"), 400,
+     "unknown task 'cola': rte_classify serves rte"),
     ("not-json", "rte_classify", b'{"inputs": [', 500, "failed to parse the request JSON buffer"),  # Triton's 500
     ("ten-megabytes", "rte_classify", json.dumps(text_request("a" * 10 * 2**20)).encode(), 413,
      "request body is 10485848 bytes; this server takes at most 2097152 bytes per request: send fewer or shorter rows "
@@ -174,7 +176,8 @@ MALFORMED = [  # (id, model, request body, HTTP status, what the answer says)
 ]
 
 
-@pytest.mark.parametrize("model, body, status, message", [case[1:] for case in MALFORMED], ids=[c[0] for c in MALFORMED])
+@pytest.mark.parametrize("model, body, status, message", [case[1:] for case in MALFORMED],
+                         ids=[c[0] for c in MALFORMED])
 def test_a_malformed_request_is_answered_with_what_is_wrong(server, baseline, model, body, status, message):
     got_status, answer = http_infer(server, model, body)
     assert (got_status, message in answer["error"]) == (status, True), answer

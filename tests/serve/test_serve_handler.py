@@ -25,8 +25,8 @@ from hyperexport.serve.triton_config import config_text, python_model_config
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return verified_tiny_export(tmp_path_factory.mktemp("handler"))
+def export(tiny_rte, tmp_path_factory):
+    return verified_tiny_export(tiny_rte, tmp_path_factory.mktemp("handler"))
 
 
 def texts(*values: str | bytes) -> dict[str, np.ndarray]:
@@ -40,11 +40,13 @@ BAD_TEXT = [  # (request, what the error says)
     (texts('{"sentence1": "a",'), "text_input is not JSON"),
     (texts('{"sentence1": "a"}'), "text_input lacks field sentence2: task rte needs fields sentence1, sentence2"),
     (texts("a plain sentence"), "task rte needs fields sentence1, sentence2: pass a JSON object"),
-    (texts(GOOD, '{"sentence1": null, "sentence2": "b"}'), "text_input row 1: field sentence1 is null; give it as a string"),
+    (texts(GOOD, '{"sentence1": null, "sentence2": "b"}'),
+     "text_input row 1: field sentence1 is null; give it as a string"),
     (texts(json.dumps({"sentence1": "a " * 40, "sentence2": "b"})),
      "text_input has 105 tokens; rte_classify takes at most 64 (the task's max_source_length): shorten the text"),
     (texts(b"x" * 70000), "text_input is 70000 bytes; rte_classify takes at most 65536 bytes of text per row"),
-    ({**texts(GOOD), TASK_INPUT: np.array([[b"cola"]], dtype=np.object_)}, "unknown task 'cola': rte_classify serves rte"),
+    ({**texts(GOOD), TASK_INPUT: np.array([[b"cola"]], dtype=np.object_)},
+     "unknown task 'cola': rte_classify serves rte"),
 ]
 
 
@@ -95,7 +97,8 @@ def test_served_answers_are_predicts_answers(export):
         encoded = tokenizer(sources, padding="longest", return_tensors="np")
         tokens = greedy_generate(backend, encoded["input_ids"], encoded["attention_mask"],
                                  folder.facts.max_new_tokens, folder.generation_ids)
-    ids = {"input_ids": encoded["input_ids"].astype(np.int64), "attention_mask": encoded["attention_mask"].astype(np.int64)}
+    ids = {"input_ids": encoded["input_ids"].astype(np.int64),
+           "attention_mask": encoded["attention_mask"].astype(np.int64)}
     with ServedModel(export, "generate", "rte_generate") as model:
         requests = [texts(json.dumps(example)) for example in SHORT_RTE_EXAMPLES]  # one row each, batched here
         assert [r["text_output"][0, 0].decode() for r in model.run(requests)] == [row["label"] for row in generated]
@@ -123,7 +126,8 @@ def test_a_runtime_failure_fails_its_batch_as_a_server_error_and_the_model_goes_
 @pytest.mark.parametrize("interface", sorted(INTERFACES))
 def test_each_interface_is_a_python_backend_config_triton_can_parse(interface):
     spec = INTERFACES[interface]
-    text = config_text(python_model_config(f"rte_{interface}", spec, 32, 500, 2, {"export": "/x", "interface": interface}))
+    text = config_text(python_model_config(f"rte_{interface}", spec, 32, 500, 2, {"export": "/x",
+                                                                                  "interface": interface}))
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
     assert (config.name, config.backend, config.max_batch_size) == (f"rte_{interface}", "python", 32)
     assert config.dynamic_batching.max_queue_delay_microseconds == 500

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.contracts.run import RunFolder
@@ -37,14 +36,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A trained tiny run with rte materialized, and held-out scitail data (shots file, eval file)."""
-    from hyperexport.materialize import materialize
-    from hyperexport.training.loop import train
-
+def trained(tiny_rte, tmp_path_factory):
+    """A trained tiny run with rte materialized (the session's, only read: tests adapt a copy), and
+    held-out scitail data (shots file, eval file)."""
     root = tmp_path_factory.mktemp("adapt")
-    run = train(load_recipe(TINY_RECIPE), output=root / "runs" / "tiny", progress_bar=False)
-    materialize(run, tasks=["rte"])
+    run = tiny_rte.run
     data = write_jsonl(root / "scitail.jsonl", demo_examples("scitail", "train", 24, 0))
     eval_data = write_jsonl(root / "scitail-eval.jsonl", demo_examples("scitail", "validation", 12, 0))
     return run, data, eval_data
@@ -165,7 +161,8 @@ def test_a_custom_csv_task_with_tune_hypernet_writes_a_new_run(run_copy, tmp_pat
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("generators."))
     assert not (new_run / "tasks").exists()  # the old run's materialized adapters would be stale
     task = load_recipe(new_run / names.RECIPE_FILE).tasks[-1]
-    assert (task.name, task.template, task.labels, task.label_field) == ("mood", "review: {text}", ("no", "yes"), "mood")
+    assert (task.name, task.template, task.labels, task.label_field) == ("mood", "review: {text}", ("no", "yes"),
+                                                                         "mood")
     assert Path(task.path) == new_run / "data" / "mood"
     assert len((new_run / "data" / "mood" / "train.jsonl").read_text().splitlines()) == 6
 
@@ -232,9 +229,11 @@ BAD_REQUESTS = {  # test id (named in docs/reliability.md) -> (arguments, the wh
     "built-in-with-paper-splits": (["--task", "cola"],
                                    "built-in task 'cola' cuts its splits by the paper's protocol: adapt it under a "
                                    "custom name with --template and --labels"),
-    "too-many-shots": (["--task", "scitail", "--shots", 500], "--shots 500 but --data has 24 examples: ask for fewer shots"),
+    "too-many-shots": (["--task", "scitail", "--shots", 500],
+                       "--shots 500 but --data has 24 examples: ask for fewer shots"),
     "invalid-name": (["--task", "bad/name", "--template", "t: {text}", "--labels", "0,1"], "is not a valid name"),
-    "unknown-device": (["--task", "scitail", "--device", "tpu"], "invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
+    "unknown-device": (["--task", "scitail", "--device", "tpu"],
+                       "invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
 }
 
 
@@ -304,4 +303,5 @@ def test_init_from_auto_scores_each_trained_embedding_on_the_shots(trained):
     assert len(set(losses.values())) == 3  # each row gives its own loss
     swapped = dict(tensors, **{EMBEDDING_KEY: tensors[EMBEDDING_KEY][[1, 0, 2]]})  # rte's and sst2's rows swapped
     _, swapped_losses = nearest_task(dataclasses.replace(base, trained=swapped), shots)
-    assert swapped_losses["rte"] == pytest.approx(losses["sst2"]) and swapped_losses["sst2"] == pytest.approx(losses["rte"])
+    assert swapped_losses["rte"] == pytest.approx(losses["sst2"])
+    assert swapped_losses["sst2"] == pytest.approx(losses["rte"])

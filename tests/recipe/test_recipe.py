@@ -20,7 +20,7 @@ from hyperexport.recipe.schema import (
 )
 from hyperexport.tasks.registry import GLUE_TASKS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE_FILES = sorted((ROOT / "recipes").rglob("*.yaml"))
 ALL_RECIPES = [*RECIPE_FILES, DEFAULT_RECIPE]
 MINIMAL = {"name": "t", "tasks": [{"name": "rte", "source": "demo"}]}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).parents[1] / "hyperexport"
-CLI = Path(__file__).parents[1] / "cli"
+PACKAGE = Path(__file__).parents[2] / "hyperexport"
+CLI = Path(__file__).parents[2] / "cli"
 MAX_LINES = 400
 # file names of artifacts that only contracts/names.py may spell (as a whole string literal)
 ARTIFACT_NAMES = ("manifest.json", "task.json", "io_spec.json", "config.json", "model.safetensors",
