@@ -78,7 +78,7 @@ def export(
 ) -> None:
     """Export a materialized task as ONNX graphs with no hypernetwork inside, or as TensorRT engines built from them;
     or several tasks as one ONNX export whose graphs take each example's task id."""
-    from hyperexport.export.multitask import export_request
+    from hyperexport.export.request import export_request
 
     request = export_request(task, tasks, all_tasks, add_task, to, format)
     if generate_graph and (request != "single" or format != "onnx"):

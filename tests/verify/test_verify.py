@@ -81,7 +81,9 @@ def test_int8_export_verifies_within_its_stated_bounds(exported, tmp_path):
     # really quantized
     assert any(c["max_abs_diff"] > TOLERANCES["fp32"]["logits"] for c in onnx_rows if c["output"] == "logits")
     folded_rows = [c for c in report["comparisons"] if c["runner"] == "torch_folded"]
-    assert all(c["tolerance"] == TOLERANCES["fp32"][c["output"]] for c in folded_rows)
+    fp32 = TOLERANCES["fp32"]  # the folded model is fp32: its bound, grown by at most 1e-5 x the tiny model's values
+    assert all(fp32[c["output"]] <= c["tolerance"] <= fp32[c["output"]] + fp32["relative"] * 100 for c in folded_rows)
+    assert all(c["tolerance"] == 0 for c in folded_rows if c["output"] == "tokens")
 
 
 def test_verify_refuses_a_folder_that_is_not_an_export(exported):
