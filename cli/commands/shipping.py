@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from hyperexport.contracts.export import require_export
 from hyperexport.errors import UserError
 from hyperexport.options import (
     DEFAULT_ENGINE_BATCH,
@@ -159,6 +160,7 @@ def predict(
 
         results = predict_remote(url, str(export_dir), text=text, input_file=input_file, task=task)
     else:
+        require_export(export_dir)  # no export: one line before numpy and ONNX Runtime load
         from hyperexport.runtime.predict import predict as predict_examples
 
         results = predict_examples(export_dir, text=text, input_file=input_file, task=task)

@@ -73,6 +73,7 @@ def evaluate(
     json_output: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run on its tasks (generation, the paper's metrics, majority baseline)."""
+    RunFolder.resolve(run)  # no run: one line before numpy and torch load
     from hyperexport.training.evaluate import evaluate_run
 
     result = evaluate_run(run, tasks=task, split=split)

@@ -158,9 +158,7 @@ class ExportFolder:
 
     @classmethod
     def open(cls, folder: str | Path) -> ExportFolder:
-        path = Path(folder)
-        if not (path / MANIFEST_FILE).is_file():
-            raise UserError(f"no export at {path}: {_EXPORT_HINT}")
+        path = require_export(folder)
         facts = sealing.stage_facts(sealing.unseal(path, STAGE))
         try:
             manifest = from_json(ExportManifest, facts, "manifest")
@@ -252,3 +250,12 @@ class ExportFolder:
 
 def write_export_manifest(folder: Path, manifest: ExportManifest) -> None:
     sealing.seal(folder, STAGE, to_json(manifest))
+
+
+def require_export(folder: str | Path) -> Path:
+    """`folder` as a Path if it holds an export's manifest, else the one-line error (cheap: no hashing, so that
+    the CLI can say it before heavy imports)."""
+    path = Path(folder)
+    if not (path / MANIFEST_FILE).is_file():
+        raise UserError(f"no export at {path}: {_EXPORT_HINT}")
+    return path

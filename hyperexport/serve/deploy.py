@@ -26,8 +26,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from hyperexport.contracts import publish
 from hyperexport.contracts.deploy import DeployFacts
@@ -56,8 +55,11 @@ from hyperexport.errors import UserError
 from hyperexport.options import DEFAULT_TRITON_REPO, Format
 from hyperexport.serve.triton_config import PLATFORMS, check_model_config, config_text, model_config
 
+if TYPE_CHECKING:
+    import numpy as np  # the client's arrays; numpy loads only where they are made
+
 ONNX_MAX_BATCH = 32  # an ONNX export has no profile; Triton's batcher still needs a bound
-ModelInfer = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+ModelInfer = Callable[[str, dict[str, "np.ndarray"]], dict[str, "np.ndarray"]]
 
 
 def model_name(task: str, graph: str) -> str:
