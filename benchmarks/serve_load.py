@@ -68,6 +68,14 @@ def examples_of(task: str, count: int) -> list[dict]:
             for row in demo_examples(task, "validation", count, 0)]
 
 
+def in_process_examples(tasks: list[str], multi_task: bool, count: int) -> list[dict]:
+    """The examples in-process labelling is timed on: the same traffic as the server's (tasks interleaved,
+    each row naming its task for a multi-task export)."""
+    per_task = [[{**row, "task": task} if multi_task else row for row in examples_of(task, count // len(tasks))]
+                for task in tasks]
+    return [row for group in zip(*per_task) for row in group]
+
+
 def payloads_for(tasks: list[str], multi_task: bool, count: int) -> list:
     """Requests of one example each; tasks interleaved for a multi-task export's mixed traffic."""
     per_task = [text_payloads([json.dumps(row) for row in examples_of(task, count)], task if multi_task else None)
@@ -169,10 +177,10 @@ def main() -> None:
 def run(export: Path, args) -> dict:
     from hyperexport.contracts.export import ExportFolder
     from hyperexport.serve.interfaces import served_model_name
-    from hyperexport.serve.tasks import TaskTable
+    from hyperexport.serve.tasks import ServedTasks
 
     folder = ExportFolder.open(export)
-    table = TaskTable.of(folder)
+    table = ServedTasks.of(folder)
     tasks = args.tasks.split(",") if args.tasks else [table.names[0]]
     # MULTITASK (issue 13): a multi-task export serves its tasks as one model; --tasks mixes their traffic
     payloads = payloads_for(tasks, table.multi_task, 64)
@@ -183,7 +191,7 @@ def run(export: Path, args) -> dict:
         for protocol in ("http", "grpc"):
             run_load(server.endpoints, protocol, model, payloads, 4, 200, 60)  # warm
         for repeat in range(args.repeats):  # in-process right before each sweep (the server idle): neighbours in time
-            local.append(in_process(export, examples_of(tasks[0], 256), IN_PROCESS_BATCHES, 200))
+            local.append(in_process(export, in_process_examples(tasks, table.multi_task, 256), IN_PROCESS_BATCHES, 200))
             print(f"in-process: {local[-1]}", file=sys.stderr)
             rows += sweep(server, model, payloads, args, repeat)
         soaked = soak(server, model, payloads, args.soak) if args.soak else None

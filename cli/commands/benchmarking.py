@@ -45,6 +45,8 @@ def bench(
                         "(pip install -e '.[peers]').")] = False,
     memory: Annotated[bool, typer.Option(
         help="Measure the generate exports' resident memory (a fresh process each).")] = True,
+    new_tokens: Annotated[int | None, typer.Option(
+        min=1, help="Generate exactly N tokens per example (default: the task's label length).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Latency (p50/p90), throughput, sizes and speed-up ratios of the PyTorch hypernetwork model, the
@@ -66,5 +68,6 @@ def bench(
     else:
         report = run_bench(run, task=task, backbone=backbone, recipe=recipe, batches=batches, seq=seq,
                            heads=tuple(head.split(",")), rounds=rounds, threads=threads,
-                           progress_bar=not json_output, tensorrt=tensorrt, peers=peers, memory=memory)
+                           progress_bar=not json_output, tensorrt=tensorrt, peers=peers, memory=memory,
+                           new_tokens=new_tokens)
     print_json(report) if json_output else print_bench(report)

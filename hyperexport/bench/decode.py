@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperexport.contracts.names import DECODER_WITH_PAST_GRAPH
-from hyperexport.runtime.backends import Feeds, GraphBackend, keeping_infer
+from hyperexport.runtime.backends import Feeds, GraphBackend, Wrapping, keeping_infer
 
 LOOKUP_OPS = {"Gather"}  # a lookup reads the rows it gathers, not its table
 
@@ -49,27 +49,13 @@ def step_bytes(graph_file: Path, batch: int, source_len: int, past_len: float, l
     return weight_read_bytes(graph_file) + int(per_position * (source_len + past_len))
 
 
-class StepTimer:
+class StepTimer(Wrapping):
     """A backend that times every call of the decode-step graph (and passes everything through)."""
 
     def __init__(self, backend: GraphBackend, graph: str = DECODER_WITH_PAST_GRAPH):
         self.backend, self.graph = backend, graph
         self.seconds: list[float] = []
         self._keeping = keeping_infer(backend)
-
-    def __enter__(self) -> StepTimer:
-        self.backend.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.backend.__exit__(*exc)
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.backend.max_batch
-
-    def has(self, graph: str) -> bool:
-        return self.backend.has(graph)
 
     def infer(self, graph: str, feeds: Feeds) -> dict:
         return self._timed(graph, lambda: self.backend.infer(graph, feeds))

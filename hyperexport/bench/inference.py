@@ -22,6 +22,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,13 @@ RATIOS = {"ort_fp32_vs_torch_hypernet": ("torch_hypernet", "ort_fp32"),
 def bench(run: str | Path | None = None, *, task: str, backbone: str | None = None, recipe: str | Path | None = None,
           batches: tuple[int, ...] = (1, 8, 32), seq: int = DEFAULT_BENCH_SEQ, heads: tuple[str, ...] = HEADS,
           rounds: int = DEFAULT_BENCH_ROUNDS, threads: int | None = None, progress_bar: bool = True,
-          tensorrt: str | Path | None = None, peers: bool = False, memory: bool = True) -> dict:
+          tensorrt: str | Path | None = None, peers: bool = False, memory: bool = True,
+          new_tokens: int | None = None) -> dict:
     """Latency, throughput, sizes, decode steps, agreement, ratios and goals of every variant at every
     batch size (see module doc); `tensorrt`: also an engine folder of the task (an NVIDIA GPU); `peers`:
     also PyTorch eager and CTranslate2 (`pip install -e '.[peers]'`); `memory`: resident memory of the
-    generate exports, each in a fresh process."""
+    generate exports, each in a fresh process; `new_tokens`: generate exactly that many tokens (default: the
+    task's label length)."""
     unknown = [h for h in heads if h not in HEADS]
     if unknown:
         raise UserError(f"unknown head '{unknown[0]}': use {' or '.join(HEADS)}")
@@ -85,6 +88,8 @@ def bench(run: str | Path | None = None, *, task: str, backbone: str | None = No
             raise UserError("--peers compares generation: add the generate head (--head generate)")
     engines = _tensorrt_export(tensorrt, task) if tensorrt is not None else None
     subject = load_subject(run, task, backbone, recipe)
+    if new_tokens is not None:
+        subject = replace(subject, new_tokens=new_tokens)
     with torch_threads(threads) as threads, tempfile.TemporaryDirectory(prefix="hyperexport-bench-") as folder, \
             contextlib.ExitStack() as stack:
         built = build_variants(subject, heads, Path(folder), threads, progress_bar)

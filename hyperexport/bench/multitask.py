@@ -104,6 +104,7 @@ def _exports(subject: Subject, tensors: list[dict], labels: list[torch.Tensor], 
     from hyperexport.export.multitask import build_task_graphs, quantize_task_graphs
     from hyperexport.export.onnx import write_graphs
     from hyperexport.export.quantize import quantize_folder
+    from hyperexport.export.weights import store_weights_once
     from hyperexport.fold import fold_task
     from hyperexport.model.build import load_backbone
 
@@ -119,7 +120,8 @@ def _exports(subject: Subject, tensors: list[dict], labels: list[torch.Tensor], 
     for kind, quantize in (("single", quantize_folder), ("multitask", quantize_task_graphs)):
         int8 = scratch / f"{kind}-int8"
         shutil.copytree(folders[(kind, "fp32")], int8)
-        quantize(int8)  # as export --precision int8 does
+        quantize(int8)  # as export --precision int8 does, then each weight once again
+        store_weights_once(int8)
         folders[(kind, "int8")] = int8
     return folders
 

@@ -180,17 +180,25 @@ def in_process(export_dir: str | Path, examples: Sequence[dict], batch_sizes: Se
                latency_calls: int) -> dict:
     """`predict`'s path in this process (examples formatted, tokenized, run by ONNX Runtime, labelled):
     throughput at each batch size over all `examples`, and latency percentiles of `latency_calls`
-    single-example calls: what the server is compared with."""
+    single-example calls: what the server is compared with. A multi-task export's examples name their
+    task in a `task` field, as they do for `predict`."""
     from hyperexport.model.build import load_tokenizer
-    from hyperexport.runtime.examples import read_sources
+    from hyperexport.runtime.examples import read_sources, read_task_sources
     from hyperexport.runtime.exports import export_backend
     from hyperexport.runtime.heads import label_examples
+    from hyperexport.runtime.multitask import label_task_examples
 
     export = ExportFolder.open(export_dir)
-    facts, tokenizer = export.facts, load_tokenizer(str(export.tokenizer_dir))
+    tokenizer = load_tokenizer(str(export.tokenizer_dir))
 
     def label(rows: Sequence[dict], batch: int) -> None:
-        label_examples(backend, tokenizer, facts, read_sources(facts, list(rows)), head="classify", batch_size=batch)
+        if export.is_multitask:
+            indices, sources = read_task_sources(export.task_table, None, list(rows))
+            label_task_examples(backend, tokenizer, export.task_table, indices, sources, head="classify",
+                                batch_size=batch)
+        else:
+            label_examples(backend, tokenizer, export.facts, read_sources(export.facts, list(rows)), head="classify",
+                           batch_size=batch)
 
     throughput = {}
     with export_backend(export) as backend:

@@ -62,6 +62,27 @@ def value_shape(value: Any) -> tuple[int, ...]:
     return tuple(shape() if callable(shape) else shape)
 
 
+class Wrapping:
+    """A backend around `self.backend` that delegates everything but what it overrides (usually `infer`):
+    entering and leaving, `max_batch`, `has`."""
+
+    backend: GraphBackend
+
+    def __enter__(self):
+        self.backend.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.backend.__exit__(*exc)
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.backend.max_batch
+
+    def has(self, graph: str) -> bool:
+        return self.backend.has(graph)
+
+
 def onnxruntime_provider(precision: str) -> str | None:
     """The ONNX Runtime execution provider that can run graphs of `precision` here, or None."""
     import onnxruntime as ort

@@ -19,7 +19,7 @@ import numpy as np
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.contracts.task_table import TASK_IDS_INPUT, TaskTable
 from hyperexport.errors import UserError
-from hyperexport.runtime.backends import Feeds, GraphBackend, Outputs
+from hyperexport.runtime.backends import Feeds, GraphBackend, Outputs, Wrapping
 from hyperexport.runtime.examples import Batch
 from hyperexport.runtime.generation import greedy_generate
 from hyperexport.runtime.heads import DEFAULT_BATCH_SIZE, available_heads, decoded_texts, label_results
@@ -30,25 +30,11 @@ if TYPE_CHECKING:
     from hyperexport.contracts.export import GenerationIds
 
 
-class TaskIdsChecked:
+class TaskIdsChecked(Wrapping):
     """`backend` whose every `task_ids` feed is checked against the number of tasks before it runs."""
 
     def __init__(self, backend: GraphBackend, table: TaskTable):
         self.backend, self.table = backend, table
-
-    def __enter__(self) -> TaskIdsChecked:
-        self.backend.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.backend.__exit__(*exc)
-
-    @property
-    def max_batch(self) -> int | None:
-        return self.backend.max_batch
-
-    def has(self, graph: str) -> bool:
-        return self.backend.has(graph)
 
     def infer(self, graph: str, feeds: Feeds) -> Outputs:
         if TASK_IDS_INPUT in feeds:

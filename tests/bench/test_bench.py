@@ -171,3 +171,11 @@ def test_bench_peers_without_ctranslate2_is_one_line_before_any_work(monkeypatch
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert ("--peers needs CTranslate2, which is not installed here: pip install -e '.[peers]' (ctranslate2)"
             in result.stderr)
+
+
+def test_bench_generates_the_tokens_asked_for(tiny_run):
+    report = bench(tiny_run, task="rte", batches=(2,), seq=8, rounds=1, threads=1, heads=("generate",),
+                   progress_bar=False, memory=False, new_tokens=5)
+    assert report["new_tokens"] == 5
+    for row in report["results"]:  # tokens/s counts the 5 tokens of each of the 2 rows
+        assert row["throughput"] == pytest.approx(2 * 5 / (row["p50_ms"] / 1e3))
