@@ -129,14 +129,8 @@ def print_bench(report: dict) -> None:
         Console().print(table)
         Console().print(f"hypernetwork step overhead over plain adapters: {100 * report['overhead']:.1f}%")
         return
-    table = Table(title=f"bench: {report['task']} on {report['source']} (seq {report['seq']}, "
-                        f"{report['machine']['threads']} threads)")
-    for column in ("head", "batch", "variant", "p50 ms", "p90 ms", "throughput"):
-        table.add_column(column, justify="left" if column in ("head", "variant") else "right")
-    for row in report["results"]:
-        table.add_row(row["head"], str(row["batch"]), row["variant"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}",
-                      f"{row['throughput']:.1f} {row['unit']}")
-    Console().print(table)
+    Console().print(_latency_table(f"bench: {report['task']} on {report['source']} (seq {report['seq']}, "
+                                   f"{report['machine']['threads']} threads)", report["results"]))
     for name, values in report["ratios"].items():
         Console().print(f"{name} (speed-up): {_rounded(values)}")
     for row in report.get("decode_steps", []):
@@ -150,16 +144,22 @@ def print_bench(report: dict) -> None:
             Console().print(f"goal {name}: {goal['value']:.3f}{target}{verdict}")
 
 
-def print_multitask_bench(report: dict) -> None:
-    tasks = len(report["tasks"])
-    table = Table(title=f"bench: {tasks}-task export against {report['tasks'][0]}'s single-task export on "
-                        f"{report['source']} (seq {report['seq']}, {report['machine']['threads']} threads)")
+def _latency_table(title: str, rows: list[dict]) -> Table:
+    """A row per head, batch and variant: p50, p90 and throughput (in the row's `unit`, else per second)."""
+    table = Table(title=title)
     for column in ("head", "batch", "variant", "p50 ms", "p90 ms", "throughput"):
         table.add_column(column, justify="left" if column in ("head", "variant") else "right")
-    for row in report["same_task"]:
+    for row in rows:
         table.add_row(row["head"], str(row["batch"]), row["variant"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}",
-                      f"{row['throughput']:.1f}/s")
-    Console().print(table)
+                      f"{row['throughput']:.1f}" + (f" {row['unit']}" if "unit" in row else "/s"))
+    return table
+
+
+def print_multitask_bench(report: dict) -> None:
+    tasks = len(report["tasks"])
+    Console().print(_latency_table(f"bench: {tasks}-task export against {report['tasks'][0]}'s single-task export on "
+                                   f"{report['source']} (seq {report['seq']}, {report['machine']['threads']} threads)",
+                                   report["same_task"]))
     goals = report["goals"]
     Console().print(f"multi-task p50 / single-task p50 (goal at batch 8: <= {goals['slowdown_at_batch_8']:.2f}): "
                     f"{_rounded(report['slowdown'])}")

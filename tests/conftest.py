@@ -163,3 +163,22 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """{relative path: sha256, or "dir"} of everything under `folder`: what a refused command must leave as it was."""
+    from hyperexport.contracts import manifest as sealing
+
+    return {p.relative_to(folder).as_posix(): sealing.sha256_file(p) if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def tensorrt_missing() -> str | None:
+    """Why the GPU-marked TensorRT tests cannot run here, or None where they can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt package is not installed"
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA GPU"

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE, TinyTree, reseal
+from conftest import TINY_RECIPE, TinyTree, reseal, snapshot
 from hyperexport.contracts import manifest as sealing
 from hyperexport.contracts import names
 from hyperexport.export.onnx import export_onnx
@@ -399,11 +399,6 @@ def fill(text: str, names: dict) -> str:
 
 def names_of(world, tmp: Path | None = None) -> dict:
     return {**world, "tiny": TINY_RECIPE, "checkpoint": CHECKPOINT, **({"tmp": tmp} if tmp else {})}
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): sealing.sha256_file(p) if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -155,6 +155,8 @@ def test_bench_cli_json_with_a_random_backbone_shape(tmp_path):
     (["--task", "qqp", "--backbone", "t5-test"], "task 'qqp' is not in the recipe"),
     (["--train", "--rounds", "0", "--backbone", "t5-test"],
      "invalid value for '--rounds': input should be greater than or equal to 1"),
+    (["--new-tokens", "0", "--backbone", "t5-test"],
+     "invalid value for '--new-tokens': input should be greater than or equal to 1"),
     (["--peers", "--head", "classify", "--backbone", "t5-test"],
      "--peers compares generation: add the generate head (--head generate)"),
 ])

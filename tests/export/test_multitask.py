@@ -17,8 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE, reseal
-from hyperexport.contracts import manifest as sealing
+from conftest import TINY_RECIPE, reseal, snapshot
 from hyperexport.contracts import names
 from hyperexport.contracts.export import ExportFolder, GenerationIds, IoSpec
 from hyperexport.contracts.fields import to_json
@@ -374,11 +373,6 @@ CASES = [
     Case("multitask-tensorrt", ["export", "--run", "{run}", "--tasks", "rte,sst2", "--format", "tensorrt"],
          "a multi-task export is ONNX: drop --format tensorrt (TensorRT engines are built per task)"),
 ]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): sealing.sha256_file(p) if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

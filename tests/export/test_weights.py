@@ -135,11 +135,12 @@ def test_the_tensorrt_check_skips_the_generate_graph_and_export_refuses_it_where
     assert report["passed"] and GENERATE_MODEL_GRAPH not in report["graphs"]
     assert "ONNX Runtime artifact" in report["skipped"][GENERATE_MODEL_GRAPH]
     runner = CliRunner()
-    for args, message in ((["--head", "classify"], "--generate-graph needs the generate head"),
-                          (["--format", "tensorrt"], "--generate-graph is an ONNX Runtime graph"),
-                          (["--precision", "bf16"], "--generate-graph needs fp32, fp16 or int8 graphs")):
-        result = runner.invoke(app, ["export", "--task", "rte", "--generate-graph", "--output", str(tmp_path / "x"),
-                                     *args])
+    refusals = ((["--task", "rte", "--head", "classify"], "--generate-graph needs the generate head"),
+                (["--task", "rte", "--format", "tensorrt"], "--generate-graph is an ONNX Runtime graph"),
+                (["--tasks", "rte,sst2"], "--generate-graph is an ONNX Runtime graph of one task"),
+                (["--task", "rte", "--precision", "bf16"], "--generate-graph needs fp32, fp16 or int8 graphs"))
+    for args, message in refusals:
+        result = runner.invoke(app, ["export", "--generate-graph", "--output", str(tmp_path / "x"), *args])
         assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "x").exists()
 
 

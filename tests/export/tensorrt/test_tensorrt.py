@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import tensorrt_missing
 from hyperexport.contracts.export import ExportFolder, GenerationIds
 from hyperexport.contracts.names import CLASSIFY_GRAPH
 from hyperexport.errors import UserError
@@ -22,16 +23,7 @@ from hyperexport.runtime.tensorrt import check_in_profile, check_plan_compatible
 from hyperexport.verify.runners import ExportRunner, ParityInputs, infer_in_chunks
 from hyperexport_cli.main import app
 
-
-def _missing() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt package is not installed"
-    return None if torch.cuda.is_available() else "no CUDA GPU"
-
-
-MISSING = _missing()
+MISSING = tensorrt_missing()
 BUILT = {"task": "rte", "tensorrt_version": "10.15.1.29", "gpu_name": "NVIDIA H100 80GB HBM3",
          "compute_capability": "9.0"}
 

@@ -12,24 +12,15 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-import torch
 
+from conftest import tensorrt_missing
 from hyperexport.contracts.export import IoSpec
 from hyperexport.contracts.names import plan_name
 from hyperexport.errors import UserError
 from hyperexport.export.tensorrt.loaders import limit_workspace, plan_loaders, polygraphy_failures
 from hyperexport.export.tensorrt.profiles import ShapeRanges, graph_profiles
 
-
-def _missing() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt package is not installed"
-    return None if torch.cuda.is_available() else "no CUDA GPU"
-
-
-MISSING = _missing()
+MISSING = tensorrt_missing()
 
 
 @pytest.fixture(scope="module")
